@@ -1,0 +1,392 @@
+"""SAL wire formats (draft Section 5): base header, extensions, stream segments.
+
+One ``decode_sal``/``encode_sal`` boundary.  Extensions travel in canonical
+order (ascending type; the destination SERVICE before the source SERVICE);
+unknown types below 0x80 are must-understand and reject the packet, unknown
+types from 0x80 up are skipped and kept so a forwarder can pass them on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import IntEnum, IntFlag
+
+import construct as cs
+
+from ref.wire._codec import (
+    AddressAdapter,
+    EnumAdapter,
+    FlagsAdapter,
+    IPAddress,
+    decoding,
+    encoding,
+    from_container,
+    local,
+    parse_exact,
+    remote,
+    to_container,
+)
+from ref.wire.constants import (
+    BASE_HEADER_LENGTH,
+    EXTENSION_ALIGNMENT,
+    FIRST_IGNORABLE_EXTENSION_TYPE,
+    MAX_EXTENSIONS,
+    MAX_SOURCE_ENTRIES,
+    MAX_UDP_PAYLOAD,
+    NONCE_LENGTH,
+    SERVICE_ID_LENGTH,
+)
+from ref.wire.errors import ErrorCode
+
+
+class TransportProtocol(IntEnum):
+    """Values of the base header's Protocol field (draft Section 5.2)."""
+
+    NONE = 0
+    DATAGRAM = 1
+    STREAM = 2
+
+
+class ExtensionType(IntEnum):
+    """SAL extension types (draft Section 5.3)."""
+
+    CONTROL = 1
+    SERVICE = 2
+    SOURCE = 3
+
+
+class ControlFlags(IntFlag):
+    """Flags of the CONTROL extension (draft Section 5.3.2)."""
+
+    SYN = 0x80
+    RSYN = 0x40
+    ACK = 0x20
+    NACK = 0x10
+    RST = 0x08
+    FIN = 0x04
+
+
+class ServiceRole(IntEnum):
+    """Which end of the exchange a SERVICE extension names (draft Section 5.3.3)."""
+
+    DESTINATION = 1
+    SOURCE = 2
+
+
+class StreamFlags(IntFlag):
+    """Flags of a stream segment (draft Section 5.13.2)."""
+
+    ACK = 0x80
+    FIN = 0x40
+
+
+# --- declarations ------------------------------------------------------------
+
+BaseHeaderFormat = cs.Struct(
+    "source_flow_id" / cs.Int32ub,
+    "destination_flow_id" / cs.Int32ub,
+    "header_length" / cs.Int8ub,
+    "protocol" / cs.Int8ub,
+    "checksum" / cs.Int16ub,
+)
+
+EndpointFormat = cs.Struct(
+    "address" / AddressAdapter(),
+    "port" / cs.Int16ub,
+    "reserved" / cs.Default(cs.Int16ub, 0),
+)
+
+ExtensionHeaderFormat = cs.Struct(
+    "type" / cs.Int8ub,
+    "length" / cs.Rebuild(cs.Int8ub, lambda this: 4 + len(this.body)),
+    "type_specific" / cs.Bytes(2),
+    "body" / cs.Bytes(lambda this: this.length - 4),
+)
+
+ControlExtensionFormat = cs.Struct(
+    "type" / cs.Const(ExtensionType.CONTROL.value, cs.Int8ub),
+    "length" / cs.Const(20, cs.Int8ub),
+    "flags" / FlagsAdapter(cs.Int8ub, ControlFlags),
+    "reserved" / cs.Default(cs.Int8ub, 0),
+    "verno" / cs.Int32ub,
+    "ackno" / cs.Int32ub,
+    "nonce" / cs.Bytes(NONCE_LENGTH),
+)
+
+ServiceExtensionFormat = cs.Struct(
+    "type" / cs.Const(ExtensionType.SERVICE.value, cs.Int8ub),
+    "length" / cs.Const(36, cs.Int8ub),
+    "role" / EnumAdapter(cs.Int8ub, ServiceRole),
+    "reserved" / cs.Default(cs.Int8ub, 0),
+    "service_id" / cs.Bytes(SERVICE_ID_LENGTH),
+)
+
+_ENDPOINT_SIZE = EndpointFormat.sizeof()
+
+SourceExtensionFormat = cs.Struct(
+    "type" / cs.Const(ExtensionType.SOURCE.value, cs.Int8ub),
+    "length" / cs.Rebuild(cs.Int8ub, lambda this: 4 + _ENDPOINT_SIZE * len(this.entries)),
+    "hop_limit" / cs.Int8ub,
+    "reserved" / cs.Default(cs.Int8ub, 0),
+    "entries" / cs.Array(lambda this: (this.length - 4) // _ENDPOINT_SIZE, EndpointFormat),
+)
+
+StreamHeaderFormat = cs.Struct(
+    "sequence" / cs.Int32ub,
+    "acknowledgment" / cs.Int32ub,
+    "flags" / FlagsAdapter(cs.Int8ub, StreamFlags),
+    "reserved" / cs.Default(cs.Int8ub, 0),
+    "window" / cs.Int16ub,
+)
+STREAM_HEADER_LENGTH = StreamHeaderFormat.sizeof()
+
+
+# --- objects -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """An address and UDP port (the 20-byte Endpoint format)."""
+
+    address: IPAddress
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """The CONTROL extension: flags, control sequence numbers and the nonce."""
+
+    flags: ControlFlags
+    verno: int
+    ackno: int
+    nonce: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRoute:
+    """The SOURCE extension: the client and the forwarders a packet passed."""
+
+    hop_limit: int
+    entries: tuple[Endpoint, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnknownExtension:
+    """An ignorable extension (type 0x80 or higher) this codec does not know."""
+
+    type: int
+    value: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SalPacket:
+    """A whole SAL packet: base header fields, extensions and payload."""
+
+    source_flow_id: int
+    destination_flow_id: int
+    protocol: int
+    control: Control | None = None
+    destination_service: bytes | None = None
+    source_service: bytes | None = None
+    source_route: SourceRoute | None = None
+    unknown_extensions: tuple[UnknownExtension, ...] = ()
+    payload: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSegment:
+    """A segment of the stream transport (the payload of a STREAM packet)."""
+
+    sequence: int
+    acknowledgment: int
+    flags: StreamFlags
+    window: int
+    data: bytes = b""
+
+
+# --- checksum ----------------------------------------------------------------
+
+
+def internet_checksum(data: bytes) -> int:
+    """The 16-bit ones' complement checksum of RFC 1071.
+
+    Because 2**16 is 1 modulo 0xFFFF, the ones' complement sum of the 16-bit
+    words equals the whole buffer, read as one integer, modulo 0xFFFF.
+    """
+    if len(data) % 2:
+        data += b"\x00"
+    number = int.from_bytes(data, "big")
+    total = number % 0xFFFF
+    if total == 0 and number:
+        total = 0xFFFF
+    return ~total & 0xFFFF
+
+
+# --- codec -------------------------------------------------------------------
+
+
+def decode_sal(data: bytes) -> SalPacket:
+    """Decode one SAL packet (a UDP payload); raise only ``RemoteProtocolError``."""
+    with decoding("SAL packet"):
+        remote(len(data) <= MAX_UDP_PAYLOAD, "packet larger than a UDP payload")
+        remote(len(data) >= BASE_HEADER_LENGTH, "shorter than the base header")
+        base = BaseHeaderFormat.parse(data)
+        header_bytes = base.header_length * 4
+        remote(header_bytes >= BASE_HEADER_LENGTH, "header length below 3 words")
+        remote(header_bytes <= len(data), "header length beyond the packet")
+        remote(
+            internet_checksum(data) == 0,
+            "checksum does not verify",
+            ErrorCode.BAD_CHECKSUM,
+        )
+        fields = _decode_extensions(data[BASE_HEADER_LENGTH:header_bytes])
+        return SalPacket(
+            source_flow_id=base.source_flow_id,
+            destination_flow_id=base.destination_flow_id,
+            protocol=_protocol(base.protocol),
+            payload=data[header_bytes:],
+            **fields,
+        )
+
+
+def _protocol(value: int) -> int:
+    try:
+        return TransportProtocol(value)
+    except ValueError:
+        return value
+
+
+_KNOWN_FORMATS: dict[int, cs.Construct] = {
+    ExtensionType.CONTROL: ControlExtensionFormat,
+    ExtensionType.SERVICE: ServiceExtensionFormat,
+    ExtensionType.SOURCE: SourceExtensionFormat,
+}
+
+
+def _decode_extensions(area: bytes) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    unknown: list[UnknownExtension] = []
+    offset = 0
+    previous: tuple[int, int] | None = None
+    count = 0
+    while offset < len(area):
+        count += 1
+        remote(count <= MAX_EXTENSIONS, "too many extensions", ErrorCode.LIMIT_EXCEEDED)
+        remote(offset + 2 <= len(area), "truncated extension header")
+        ext_type, length = area[offset], area[offset + 1]
+        remote(length >= 4 and length % EXTENSION_ALIGNMENT == 0, "bad extension length")
+        remote(offset + length <= len(area), "extension runs past the header")
+        chunk = area[offset : offset + length]
+        offset += length
+        key = (ext_type, chunk[2] if ext_type == ExtensionType.SERVICE else 0)
+        remote(
+            previous is None or key > previous or (key == previous and key[0] >= 0x80),
+            "extensions out of order or repeated",
+            ErrorCode.EXTENSION_ORDER,
+        )
+        previous = key
+        fmt = _KNOWN_FORMATS.get(ext_type)
+        if fmt is None:
+            remote(
+                ext_type >= FIRST_IGNORABLE_EXTENSION_TYPE,
+                f"unknown must-understand extension type {ext_type}",
+                ErrorCode.UNKNOWN_CRITICAL_EXTENSION,
+            )
+            generic = parse_exact(ExtensionHeaderFormat, chunk)
+            unknown.append(UnknownExtension(ext_type, generic.type_specific + generic.body))
+            continue
+        parsed = parse_exact(fmt, chunk)
+        if ext_type == ExtensionType.CONTROL:
+            fields["control"] = from_container(Control, parsed)
+        elif ext_type == ExtensionType.SERVICE:
+            name = (
+                "destination_service"
+                if parsed.role == ServiceRole.DESTINATION
+                else "source_service"
+            )
+            fields[name] = parsed.service_id
+        else:
+            remote(
+                (length - 4) % _ENDPOINT_SIZE == 0 and 1 <= (length - 4) // _ENDPOINT_SIZE,
+                "SOURCE extension length is not 4 + 20 * N with N >= 1",
+            )
+            remote(
+                (length - 4) // _ENDPOINT_SIZE <= MAX_SOURCE_ENTRIES,
+                "SOURCE extension has too many entries",
+                ErrorCode.LIMIT_EXCEEDED,
+            )
+            fields["source_route"] = from_container(SourceRoute, parsed)
+    if unknown:
+        fields["unknown_extensions"] = tuple(unknown)
+    return fields
+
+
+def encode_sal(packet: SalPacket) -> bytes:
+    """Encode a SAL packet with its checksum; raise only ``LocalProtocolError``."""
+    with encoding("SAL packet"):
+        parts = []
+        if packet.control is not None:
+            parts.append(ControlExtensionFormat.build(to_container(packet.control)))
+        for role, service_id in (
+            (ServiceRole.DESTINATION, packet.destination_service),
+            (ServiceRole.SOURCE, packet.source_service),
+        ):
+            if service_id is not None:
+                local(len(service_id) == SERVICE_ID_LENGTH, "a serviceID is 32 bytes")
+                parts.append(ServiceExtensionFormat.build({"role": role, "service_id": service_id}))
+        if packet.source_route is not None:
+            entries = len(packet.source_route.entries)
+            local(1 <= entries <= MAX_SOURCE_ENTRIES, "SOURCE holds 1 to 12 entries")
+            parts.append(SourceExtensionFormat.build(to_container(packet.source_route)))
+        for ext in sorted(packet.unknown_extensions, key=lambda e: e.type):
+            local(ext.type >= FIRST_IGNORABLE_EXTENSION_TYPE, "unknown types start at 0x80")
+            local(len(ext.value) % 4 == 2, "extension length must be a multiple of 4")
+            parts.append(
+                ExtensionHeaderFormat.build(
+                    {"type": ext.type, "type_specific": ext.value[:2], "body": ext.value[2:]}
+                )
+            )
+        local(len(parts) <= MAX_EXTENSIONS, "too many extensions", ErrorCode.LIMIT_EXCEEDED)
+        extensions = b"".join(parts)
+        header_length = (BASE_HEADER_LENGTH + len(extensions)) // 4
+        header = BaseHeaderFormat.build(
+            {
+                "source_flow_id": packet.source_flow_id,
+                "destination_flow_id": packet.destination_flow_id,
+                "header_length": header_length,
+                "protocol": int(packet.protocol),
+                "checksum": 0,
+            }
+        )
+        data = header + extensions + packet.payload
+        local(len(data) <= MAX_UDP_PAYLOAD, "packet larger than a UDP payload")
+        checksum = internet_checksum(data)
+        return data[:10] + checksum.to_bytes(2, "big") + data[12:]
+
+
+def decode_stream(payload: bytes) -> StreamSegment:
+    """Decode the payload of a STREAM packet into a segment."""
+    with decoding("stream segment"):
+        remote(len(payload) >= STREAM_HEADER_LENGTH, "shorter than the stream header")
+        header = StreamHeaderFormat.parse(payload)
+        return StreamSegment(
+            sequence=header.sequence,
+            acknowledgment=header.acknowledgment,
+            flags=header.flags,
+            window=header.window,
+            data=payload[STREAM_HEADER_LENGTH:],
+        )
+
+
+def encode_stream(segment: StreamSegment) -> bytes:
+    """Encode a stream segment (header and data)."""
+    with encoding("stream segment"):
+        header = StreamHeaderFormat.build(
+            {
+                "sequence": segment.sequence,
+                "acknowledgment": segment.acknowledgment,
+                "flags": segment.flags,
+                "window": segment.window,
+            }
+        )
+        return header + segment.data
