@@ -122,7 +122,7 @@ from ref.wire.sal import (
 )
 
 #: Every format the draft draws, by the caption of its figure.
-FORMATS: dict[str, cs.Construct] = {
+FORMATS: dict[str, cs.Struct] = {
     "SAL Base Header": BaseHeaderFormat,
     "Extension Header": ExtensionHeaderFormat,
     "CONTROL Extension": ControlExtensionFormat,

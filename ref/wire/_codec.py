@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import construct as cs
 
@@ -31,8 +31,13 @@ E = TypeVar("E", bound=Enum)
 
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
+if TYPE_CHECKING:  # construct is generic only in its type stubs
+    _Adapter = cs.Adapter[Any, Any, Any, Any]
+else:
+    _Adapter = cs.Adapter
 
-class AddressAdapter(cs.Adapter):  # type: ignore[misc]
+
+class AddressAdapter(_Adapter):
     """A 128-bit address field; IPv4 travels IPv4-mapped (RFC 4291, 2.5.5.2)."""
 
     def __init__(self) -> None:
@@ -51,10 +56,10 @@ class AddressAdapter(cs.Adapter):  # type: ignore[misc]
         raise cs.ExplicitError(f"not an IP address: {obj!r}")
 
 
-class EnumAdapter(cs.Adapter):  # type: ignore[misc]
+class EnumAdapter(_Adapter):
     """An integer field holding a member of ``enum_type``; other values are errors."""
 
-    def __init__(self, subcon: cs.Construct, enum_type: type[Enum]) -> None:
+    def __init__(self, subcon: cs.Construct[Any, Any], enum_type: type[Enum]) -> None:
         super().__init__(subcon)
         self.enum_type = enum_type
 
@@ -68,10 +73,10 @@ class EnumAdapter(cs.Adapter):  # type: ignore[misc]
         return int(self.enum_type(obj).value)
 
 
-class FlagsAdapter(cs.Adapter):  # type: ignore[misc]
+class FlagsAdapter(_Adapter):
     """An integer bit field read as an ``IntFlag``; unknown bits are kept."""
 
-    def __init__(self, subcon: cs.Construct, flag_type: type[Enum]) -> None:
+    def __init__(self, subcon: cs.Construct[Any, Any], flag_type: type[Enum]) -> None:
         super().__init__(subcon)
         self.flag_type = flag_type
 
@@ -164,7 +169,7 @@ def _describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def parse_exact(fmt: cs.Construct, data: bytes) -> Any:
+def parse_exact(fmt: cs.Construct[Any, Any], data: bytes) -> Any:
     """Parse ``data`` with ``fmt`` and require every byte to be used."""
     return cs.Sequence(fmt, cs.Terminated).parse(data)[0]
 
@@ -192,7 +197,7 @@ class Field:
     bits: int | None  # None: variable length or optional
 
 
-def layout(fmt: cs.Construct) -> list[Field]:
+def layout(fmt: cs.Struct) -> list[Field]:
     """The top-level fields of a Struct in wire order, with their widths."""
     fields = []
     for sub in fmt.subcons:
@@ -200,5 +205,5 @@ def layout(fmt: cs.Construct) -> list[Field]:
             bits: int | None = 8 * sub.sizeof()
         except (cs.SizeofError, KeyError, AttributeError):
             bits = None
-        fields.append(Field(sub.name, bits))
+        fields.append(Field(str(sub.name), bits))
     return fields

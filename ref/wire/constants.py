@@ -25,7 +25,7 @@ MAX_SOURCE_ENTRIES: Final = 12
 DEFAULT_HOP_LIMIT: Final = 8
 NONCE_LENGTH: Final = 8
 
-# Section 5.15: SAL timers and queues (seconds unless stated).
+# Section 5.16: SAL timers and queues (seconds unless stated).
 RTO_INITIAL: Final = 1.0
 RTO_MIN: Final = 0.2
 RTO_MAX: Final = 60.0
@@ -36,10 +36,17 @@ REQUEST_TIMEOUT: Final = 3.0
 MAX_REQUEST_QUEUE: Final = 128
 MAX_DELAY_QUEUE: Final = 1024
 DELAY_TIMEOUT: Final = 2.0
+FLOW_ID_REUSE_DELAY: Final = 2 * TIMEWAIT_DURATION
+CHALLENGE_ACK_INTERVAL: Final = 1.0
+DEMUX_PRIORITY: Final = 255
+DEMUX_WEIGHT: Final = 1
 
-# Section 5.13: stream transport.
+# Section 5.14.2: stream transport.
 STREAM_WINDOW_UNIT: Final = 1024
 STREAM_DEFAULT_WINDOW: Final = 256 * 1024
+STREAM_MAX_ACK_DELAY: Final = 0.2
+STREAM_DUPACK_THRESHOLD: Final = 3
+STREAM_MAX_RETRANSMITS: Final = 8
 
 # Section 6.1: identifiers.
 SERVICE_ID_LENGTH: Final = 32
@@ -62,7 +69,7 @@ MAX_ADDRESS_TOKENS: Final = 8
 MAX_ERROR_REASON: Final = 256
 MAX_STATUS_LENGTH: Final = 1024
 
-# Section 6.6: records.
+# Section 6.7: records.
 MAX_ENDPOINTS: Final = 16
 MAX_RECORD_LIFETIME: Final = 86400
 DEFAULT_RECORD_LIFETIME: Final = 3600
@@ -70,7 +77,7 @@ MAX_CLOCK_SKEW: Final = 300
 RECORD_SIGNING_CONTEXT: Final = b"ServalDHT record v1\x00"
 MESSAGE_SIGNING_CONTEXT: Final = b"ServalDHT message v1\x00"
 
-# Section 6.12: overlay and abuse-resistance defaults.
+# Section 6.13: overlay and abuse-resistance defaults.
 DEFAULT_SUCCESSOR_LIST_LENGTH: Final = 8
 MIN_SUCCESSOR_LIST_LENGTH: Final = 3
 DEFAULT_REPLICAS: Final = 3
@@ -85,3 +92,10 @@ RATE_LIMIT_PER_SOURCE: Final = 100
 RATE_LIMIT_BURST: Final = 200
 MAX_RECORDS_PER_OWNER: Final = 64
 MAX_RECORDS_PER_NODE: Final = 100_000
+MAX_SUCCESSOR_LIST_LENGTH: Final = 16
+STABILIZE_JITTER: Final = 0.2
+MAX_LOOKUP_REFERRALS: Final = 64
+REFER_NODES: Final = 3
+REPLICA_GRACE_PERIOD: Final = 60.0
+NEGATIVE_CACHE_LIFETIME: Final = 30.0
+RATE_LIMITED_ERROR_INTERVAL: Final = 1.0

@@ -11,22 +11,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from enum import IntEnum, IntFlag
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import construct as cs
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ref.wire._codec import (
     EnumAdapter,
     FlagsAdapter,
     decoding,
     encoding,
-    from_container,
     local,
-    parse_exact,
     remote,
-    to_container,
 )
 from ref.wire.constants import (
     DHT_HEADER_LENGTH,
@@ -49,7 +45,14 @@ from ref.wire.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from ref.wire.records import ServiceRecord, ServiceRecordFormat, check_record, public_key_bytes
+from ref.wire.fast import DERIVED, INTERPRETED, Engine
+from ref.wire.records import (
+    ServiceRecord,
+    ServiceRecordFormat,
+    check_record,
+    public_key_bytes,
+    signature_valid,
+)
 from ref.wire.sal import Endpoint, EndpointFormat
 
 RESPONSE_BIT = 0x80
@@ -98,7 +101,7 @@ class LookupStatus(IntEnum):
 
 
 class ResolveStatus(IntEnum):
-    """RESOLVE_RESPONSE status (draft Section 6.4.6)."""
+    """RESOLVE_RESPONSE status (draft Section 6.4)."""
 
     FOUND = 0
     NOT_FOUND = 1
@@ -314,7 +317,7 @@ class Error(Body):
 EmptyFormat = cs.Struct()
 
 #: Message type -> (body layout, body class).  The one dispatch table.
-BODIES: dict[MessageType, tuple[cs.Construct, type[Body]]] = {
+BODIES: dict[MessageType, tuple[cs.Struct, type[Body]]] = {
     MessageType.PING: (EmptyFormat, Ping),
     MessageType.PONG: (PongFormat, Pong),
     MessageType.FIND_SUCCESSOR: (FindSuccessorFormat, FindSuccessor),
@@ -336,6 +339,25 @@ BODIES: dict[MessageType, tuple[cs.Construct, type[Body]]] = {
     MessageType.ERROR: (ErrorFormat, Error),
 }
 
+def _offset_of(fmt: cs.Struct, name: str) -> int:
+    """Octet offset of the fixed-position field ``name`` in ``fmt``."""
+    offset = 0
+    for sub in fmt.subcons:
+        if sub.name == name:
+            return offset
+        offset += sub.sizeof()
+    raise KeyError(name)
+
+
+#: Body offsets of the 0-or-1 presence counts (DHT-MSG-9, DHT-MSG-14).
+PRESENCE_OFFSETS = {
+    MessageType.NEIGHBORS: _offset_of(NeighborsFormat, "has_predecessor"),
+    MessageType.LEAVE: _offset_of(NeighborsFormat, "has_predecessor"),
+    MessageType.RESOLVE_RESPONSE: _offset_of(ResolveResponseFormat, "record_count"),
+}
+
+_SIGNED = MessageFlags.SIGNED.value
+
 #: Types whose request MUST be signed by the sender's host key (draft 6.4).
 SIGNED_TYPES = frozenset({MessageType.RECTIFY, MessageType.REPLICATE, MessageType.LEAVE})
 
@@ -348,7 +370,7 @@ class DhtMessage:
     transaction_id: bytes
     sender_key: bytes = bytes(KEY_LENGTH)
     token: bytes = bytes(TOKEN_LENGTH)
-    flags: MessageFlags = MessageFlags(0)
+    flags: MessageFlags = MessageFlags(0)  # noqa: RUF009 (an immutable IntFlag)
     signature: bytes | None = None
 
     @property
@@ -412,10 +434,19 @@ def decode_dht(data: bytes, *, verify: bool = True) -> DhtMessage:
     With ``verify`` (the default) a SIGNED message's signature is checked
     against its sender key.
     """
+    return _decode_dht(data, verify, DERIVED)
+
+
+def decode_dht_interpreted(data: bytes, *, verify: bool = True) -> DhtMessage:
+    """:func:`decode_dht` through Construct's interpreter (the fast path's reference)."""
+    return _decode_dht(data, verify, INTERPRETED)
+
+
+def _decode_dht(data: bytes, verify: bool, engine: Engine) -> DhtMessage:
     with decoding("ServalDHT message"):
         remote(len(data) <= MAX_DHT_MESSAGE, "message too long", ErrorCode.LIMIT_EXCEEDED)
         remote(len(data) >= DHT_HEADER_LENGTH, "shorter than the header")
-        header = HeaderFormat.parse(data)
+        header = engine.parse(HeaderFormat, data)
         remote(
             header.version == DHT_VERSION,
             f"version {header.version}",
@@ -430,8 +461,10 @@ def decode_dht(data: bytes, *, verify: bool = True) -> DhtMessage:
         end = len(data) - SIGNATURE_LENGTH if signed else len(data)
         remote(end >= DHT_HEADER_LENGTH, "signature flag set but no room for a signature")
         layout, body_type = BODIES[message_type]
-        parsed = parse_exact(layout, data[DHT_HEADER_LENGTH:end])
-        body = from_container(body_type, parsed)
+        body = engine.load(layout, body_type, data[DHT_HEADER_LENGTH:end])
+        presence = PRESENCE_OFFSETS.get(message_type)
+        if presence is not None:
+            remote(data[DHT_HEADER_LENGTH + presence] <= 1, "presence count other than 0 or 1")
         _check_body(body, RemoteProtocolError)
         signature = data[end:] if signed else None
         if signed and verify:
@@ -451,30 +484,40 @@ def decode_dht(data: bytes, *, verify: bool = True) -> DhtMessage:
 
 
 def _signature_valid(key: bytes, signature: bytes, signed_part: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(key).verify(
-            signature, MESSAGE_SIGNING_CONTEXT + signed_part
-        )
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return signature_valid(key, signature, MESSAGE_SIGNING_CONTEXT + signed_part)
 
 
 def encode_dht(message: DhtMessage, signing_key: Ed25519PrivateKey | None = None) -> bytes:
     """Encode a message; with ``signing_key``, set SIGNED and append the signature.
 
-    Without a key, a message that carries a ``signature`` is encoded with it
-    (to reproduce a received message byte for byte).
+    Without a key, a message that carries a ``signature`` is encoded with it:
+    a received signed message re-encodes to the bytes it was signed over when
+    its reserved fields were zero, as senders set them (DHT-HDR-6).
     """
+    return _encode_dht(message, signing_key, DERIVED)
+
+
+def encode_dht_interpreted(
+    message: DhtMessage, signing_key: Ed25519PrivateKey | None = None
+) -> bytes:
+    """:func:`encode_dht` through Construct's interpreter (the fast path's reference)."""
+    return _encode_dht(message, signing_key, INTERPRETED)
+
+
+def _encode_dht(
+    message: DhtMessage, signing_key: Ed25519PrivateKey | None, engine: Engine
+) -> bytes:
     with encoding("ServalDHT message"):
         body = message.body
         _check_body(body, LocalProtocolError)
-        flags = message.flags & ~MessageFlags.SIGNED
+        flags = int(message.flags)
+        local(0 <= flags <= 0xFF, "header flags are 8 bits")
         signature = message.signature
-        if signing_key is not None or signature is not None:
-            flags |= MessageFlags.SIGNED
+        signed = signing_key is not None or signature is not None
+        flags = flags | _SIGNED if signed else flags & ~_SIGNED
         layout, _ = BODIES[body.TYPE]
-        head = HeaderFormat.build(
+        head = engine.build(
+            HeaderFormat,
             {
                 "version": DHT_VERSION,
                 "type": body.TYPE.value,
@@ -482,9 +525,9 @@ def encode_dht(message: DhtMessage, signing_key: Ed25519PrivateKey | None = None
                 "transaction_id": message.transaction_id,
                 "sender_key": message.sender_key,
                 "token": message.token,
-            }
+            },
         )
-        unsigned = head + layout.build(to_container(body))
+        unsigned = head + engine.dump(layout, body)
         if signing_key is not None:
             local(
                 public_key_bytes(signing_key) == message.sender_key,

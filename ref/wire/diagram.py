@@ -56,7 +56,7 @@ def _block(text: str, rows: int, edge: str = "|") -> list[str]:
     return lines
 
 
-def render(fmt: cs.Construct) -> str:
+def render(fmt: cs.Struct) -> str:
     """The bit-ruler figure of a format's top-level fields."""
     return "\n".join(render_fields(layout(fmt)))
 

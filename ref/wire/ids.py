@@ -12,17 +12,20 @@ from ref.wire.errors import ErrorCode, LocalProtocolError
 KEY_BOUND_PREFIX = b"\x01"
 _BLOCK_MASK = BLOCK_SIZE - 1
 _FORBIDDEN = frozenset("@/\\")
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
 def normalise_name(name: str) -> str:
     """Return the canonical form of a service name (draft Section 6.1.1).
 
-    NFC, then ASCII letters lower-cased; dot-separated non-empty labels;
-    no control, space, ``@``, ``/`` or ``\\`` characters; at most 253 bytes
-    of UTF-8.
+    NFC, ASCII letters lower-cased, then NFC again (lower-casing can leave a
+    letter that composes with a following mark); dot-separated non-empty
+    labels; no control, space, ``@``, ``/`` or ``\\`` characters; at most 253
+    bytes of UTF-8.
     """
     canonical = unicodedata.normalize("NFC", name)
     canonical = "".join(c.lower() if "A" <= c <= "Z" else c for c in canonical)
+    canonical = unicodedata.normalize("NFC", canonical)
     problem = _name_problem(canonical)
     if problem:
         raise LocalProtocolError(f"invalid service name {name!r}: {problem}")
@@ -32,11 +35,11 @@ def normalise_name(name: str) -> str:
 def _name_problem(name: str) -> str | None:
     if not name:
         return "empty"
+    for char in name:
+        if char in _FORBIDDEN or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            return f"character {char!r} is not allowed"
     if len(name.encode("utf-8")) > MAX_NAME_LENGTH:
         return f"longer than {MAX_NAME_LENGTH} bytes"
-    for char in name:
-        if char in _FORBIDDEN or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp"):
-            return f"character {char!r} is not allowed"
     if any(not label for label in name.split(".")):
         return "empty label"
     return None
@@ -94,6 +97,8 @@ def decode_key(text: str) -> bytes:
         raise LocalProtocolError(f"not a base32 key: {text!r}") from exc
     if len(key) != KEY_LENGTH:
         raise LocalProtocolError(f"a key is {KEY_LENGTH} bytes, {text!r} has {len(key)}")
+    if encode_key(key) != text.lower():
+        raise LocalProtocolError(f"not the canonical text of a key: {text!r}")
     return key
 
 

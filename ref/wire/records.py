@@ -1,4 +1,4 @@
-"""ServiceRecords: the signed binding of a serviceID block to endpoints (draft 6.6).
+"""ServiceRecords: the signed binding of a serviceID block to endpoints (draft 6.7).
 
 A record's encoding is canonical (reserved fields zero, endpoints in the order
 signed), so the signing input is the record's own encoding without its
@@ -8,6 +8,7 @@ signature, behind a domain-separation string.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from enum import IntFlag
 
 import construct as cs
@@ -23,8 +24,6 @@ from ref.wire._codec import (
     encoding,
     from_container,
     local,
-    parse_exact,
-    to_container,
 )
 from ref.wire.constants import (
     BLOCK_SIZE,
@@ -36,10 +35,38 @@ from ref.wire.constants import (
     SIGNATURE_LENGTH,
 )
 from ref.wire.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ref.wire.fast import DERIVED, INTERPRETED, Engine
+
+#: Encodings of the Ed25519 points of small order (DHT-MSG-20): signatures
+#: under these keys can be made without a private key, so none verifies.
+SMALL_ORDER_KEYS = frozenset(
+    bytes.fromhex(text)
+    for text in (
+        "01" + "00" * 31,
+        "ec" + "ff" * 30 + "7f",
+        "00" * 32,
+        "00" * 31 + "80",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    )
+)
+
+
+def signature_valid(key: bytes, signature: bytes, message: bytes) -> bool:
+    """Ed25519 verification that also refuses small-order keys."""
+    if key in SMALL_ORDER_KEYS:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class RecordFlags(IntFlag):
-    """Flags of a ServiceRecord (draft Section 6.6.1)."""
+    """Flags of a ServiceRecord (draft Section 6.7)."""
 
     TOMBSTONE = 0x80
 
@@ -80,7 +107,7 @@ class RecordEndpoint:
 
 @dataclasses.dataclass(frozen=True)
 class ServiceRecord:
-    """A signed registration of one serviceID block (draft Section 6.6.1)."""
+    """A signed registration of one serviceID block (draft Section 6.7)."""
 
     service_id: bytes
     owner_key: bytes
@@ -104,14 +131,16 @@ class ServiceRecord:
         return RECORD_SIGNING_CONTEXT + encode_record(self)[:-SIGNATURE_LENGTH]
 
     def verify(self) -> bool:
-        """True when the signature is the owner key's over :meth:`signing_input`."""
+        """True when the signature is the owner key's over :meth:`signing_input`.
+
+        A record that breaks the static rules of :func:`check_record` has no
+        canonical encoding and so no valid signature: False.
+        """
         try:
-            Ed25519PublicKey.from_public_bytes(self.owner_key).verify(
-                self.signature, self.signing_input()
-            )
-        except (InvalidSignature, ValueError):
+            signing_input = self.signing_input()
+        except LocalProtocolError:
             return False
-        return True
+        return signature_valid(self.owner_key, self.signature, signing_input)
 
 
 def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
@@ -125,53 +154,68 @@ def sign_record(record: ServiceRecord, key: Ed25519PrivateKey) -> ServiceRecord:
     return dataclasses.replace(owned, signature=key.sign(owned.signing_input()))
 
 
-def check_record(
-    record: ServiceRecord, error: type[ProtocolError] = LocalProtocolError
-) -> None:
+def check_record(record: ServiceRecord, error: type[ProtocolError] = LocalProtocolError) -> None:
     """Enforce the draft's static rules on a record (not its signature or time)."""
-    rules: list[tuple[bool, str, ErrorCode]] = [
-        (len(record.service_id) == SERVICE_ID_LENGTH, "serviceID is 32 bytes", ErrorCode.MALFORMED),
+    # Lambdas: a rule runs only after the rules before it held (the
+    # block rule indexes a serviceID whose length is checked first).
+    rules: list[tuple[Callable[[], bool], str, ErrorCode]] = [
         (
-            record.service_id[-1] % BLOCK_SIZE == 0,
+            lambda: len(record.service_id) == SERVICE_ID_LENGTH,
+            "serviceID is 32 bytes",
+            ErrorCode.MALFORMED,
+        ),
+        (
+            lambda: record.service_id[-1] % BLOCK_SIZE == 0,
             "a record names the first serviceID of its block",
             ErrorCode.BAD_SERVICE_ID,
         ),
-        (len(record.owner_key) == KEY_LENGTH, "owner key is 32 bytes", ErrorCode.MALFORMED),
+        (lambda: len(record.owner_key) == KEY_LENGTH, "owner key is 32 bytes", ErrorCode.MALFORMED),
         (
-            1 <= record.lifetime <= MAX_RECORD_LIFETIME,
+            lambda: 1 <= record.lifetime <= MAX_RECORD_LIFETIME,
             f"lifetime must be 1 to {MAX_RECORD_LIFETIME} seconds",
             ErrorCode.MALFORMED,
         ),
         (
-            len(record.endpoints) <= MAX_ENDPOINTS,
+            lambda: len(record.endpoints) <= MAX_ENDPOINTS,
             f"at most {MAX_ENDPOINTS} endpoints",
             ErrorCode.LIMIT_EXCEEDED,
         ),
         (
-            (len(record.endpoints) == 0) == record.is_tombstone,
+            lambda: (len(record.endpoints) == 0) == record.is_tombstone,
             "a tombstone has no endpoints and a live record has at least one",
             ErrorCode.MALFORMED,
         ),
         (
-            all(e.weight >= 1 and e.service_mask != 0 for e in record.endpoints),
+            lambda: all(e.weight >= 1 and e.service_mask != 0 for e in record.endpoints),
             "every endpoint has a weight of at least 1 and a non-empty service mask",
             ErrorCode.MALFORMED,
         ),
         (
-            record.flags & ~RecordFlags.TOMBSTONE == 0,
+            lambda: record.flags & ~RecordFlags.TOMBSTONE == 0,
             "unassigned record flags must be zero",
             ErrorCode.MALFORMED,
         ),
     ]
     for holds, message, code in rules:
-        if not holds:
+        if not holds():
             raise error(message, code)
 
 
 def decode_record(data: bytes) -> ServiceRecord:
     """Decode one record; the signature is checked by :meth:`ServiceRecord.verify`."""
+    return _decode_record(data, DERIVED)
+
+
+def decode_record_interpreted(data: bytes) -> ServiceRecord:
+    """:func:`decode_record` through Construct's interpreter (the fast path's reference)."""
+    return _decode_record(data, INTERPRETED)
+
+
+def _decode_record(data: bytes, engine: Engine) -> ServiceRecord:
     with decoding("ServiceRecord"):
-        return record_from_container(parse_exact(ServiceRecordFormat, data))
+        record = engine.load(ServiceRecordFormat, ServiceRecord, data)
+        check_record(record, RemoteProtocolError)
+        return record
 
 
 def record_from_container(parsed: object) -> ServiceRecord:
@@ -183,10 +227,19 @@ def record_from_container(parsed: object) -> ServiceRecord:
 
 def encode_record(record: ServiceRecord) -> bytes:
     """Encode a record in its canonical form."""
+    return _encode_record(record, DERIVED)
+
+
+def encode_record_interpreted(record: ServiceRecord) -> bytes:
+    """:func:`encode_record` through Construct's interpreter (the fast path's reference)."""
+    return _encode_record(record, INTERPRETED)
+
+
+def _encode_record(record: ServiceRecord, engine: Engine) -> bytes:
     with encoding("ServiceRecord"):
         check_record(record)
         local(len(record.signature) == SIGNATURE_LENGTH, "signature is 64 bytes")
-        return bytes(ServiceRecordFormat.build(to_container(record)))
+        return engine.dump(ServiceRecordFormat, record)
 
 
 __all__ = [
@@ -197,7 +250,9 @@ __all__ = [
     "ServiceRecordFormat",
     "check_record",
     "decode_record",
+    "decode_record_interpreted",
     "encode_record",
+    "encode_record_interpreted",
     "public_key_bytes",
     "record_from_container",
     "sign_record",

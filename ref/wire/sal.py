@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum, IntFlag
+from typing import Any
 
 import construct as cs
 
@@ -20,11 +21,8 @@ from ref.wire._codec import (
     IPAddress,
     decoding,
     encoding,
-    from_container,
     local,
-    parse_exact,
     remote,
-    to_container,
 )
 from ref.wire.constants import (
     BASE_HEADER_LENGTH,
@@ -37,6 +35,7 @@ from ref.wire.constants import (
     SERVICE_ID_LENGTH,
 )
 from ref.wire.errors import ErrorCode
+from ref.wire.fast import DERIVED, INTERPRETED, Engine
 
 
 class TransportProtocol(IntEnum):
@@ -74,7 +73,7 @@ class ServiceRole(IntEnum):
 
 
 class StreamFlags(IntFlag):
-    """Flags of a stream segment (draft Section 5.13.2)."""
+    """Flags of a stream segment (draft Section 5.14.2)."""
 
     ACK = 0x80
     FIN = 0x40
@@ -184,7 +183,7 @@ class SalPacket:
 
     source_flow_id: int
     destination_flow_id: int
-    protocol: int
+    protocol: TransportProtocol | int
     control: Control | None = None
     destination_service: bytes | None = None
     source_service: bytes | None = None
@@ -227,10 +226,19 @@ def internet_checksum(data: bytes) -> int:
 
 def decode_sal(data: bytes) -> SalPacket:
     """Decode one SAL packet (a UDP payload); raise only ``RemoteProtocolError``."""
+    return _decode_sal(data, DERIVED)
+
+
+def decode_sal_interpreted(data: bytes) -> SalPacket:
+    """:func:`decode_sal` through Construct's interpreter (the fast path's reference)."""
+    return _decode_sal(data, INTERPRETED)
+
+
+def _decode_sal(data: bytes, engine: Engine) -> SalPacket:
     with decoding("SAL packet"):
         remote(len(data) <= MAX_UDP_PAYLOAD, "packet larger than a UDP payload")
         remote(len(data) >= BASE_HEADER_LENGTH, "shorter than the base header")
-        base = BaseHeaderFormat.parse(data)
+        base = engine.parse(BaseHeaderFormat, data)
         header_bytes = base.header_length * 4
         remote(header_bytes >= BASE_HEADER_LENGTH, "header length below 3 words")
         remote(header_bytes <= len(data), "header length beyond the packet")
@@ -239,7 +247,7 @@ def decode_sal(data: bytes) -> SalPacket:
             "checksum does not verify",
             ErrorCode.BAD_CHECKSUM,
         )
-        fields = _decode_extensions(data[BASE_HEADER_LENGTH:header_bytes])
+        fields = _decode_extensions(data[BASE_HEADER_LENGTH:header_bytes], engine)
         return SalPacket(
             source_flow_id=base.source_flow_id,
             destination_flow_id=base.destination_flow_id,
@@ -249,22 +257,22 @@ def decode_sal(data: bytes) -> SalPacket:
         )
 
 
-def _protocol(value: int) -> int:
+def _protocol(value: int) -> TransportProtocol | int:
     try:
         return TransportProtocol(value)
     except ValueError:
         return value
 
 
-_KNOWN_FORMATS: dict[int, cs.Construct] = {
+_KNOWN_FORMATS: dict[int, cs.Struct] = {
     ExtensionType.CONTROL: ControlExtensionFormat,
     ExtensionType.SERVICE: ServiceExtensionFormat,
     ExtensionType.SOURCE: SourceExtensionFormat,
 }
 
 
-def _decode_extensions(area: bytes) -> dict[str, object]:
-    fields: dict[str, object] = {}
+def _decode_extensions(area: bytes, engine: Engine) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     unknown: list[UnknownExtension] = []
     offset = 0
     previous: tuple[int, int] | None = None
@@ -292,13 +300,13 @@ def _decode_extensions(area: bytes) -> dict[str, object]:
                 f"unknown must-understand extension type {ext_type}",
                 ErrorCode.UNKNOWN_CRITICAL_EXTENSION,
             )
-            generic = parse_exact(ExtensionHeaderFormat, chunk)
+            generic = engine.parse_exact(ExtensionHeaderFormat, chunk)
             unknown.append(UnknownExtension(ext_type, generic.type_specific + generic.body))
             continue
-        parsed = parse_exact(fmt, chunk)
         if ext_type == ExtensionType.CONTROL:
-            fields["control"] = from_container(Control, parsed)
+            fields["control"] = engine.load(fmt, Control, chunk)
         elif ext_type == ExtensionType.SERVICE:
+            parsed = engine.parse_exact(fmt, chunk)
             name = (
                 "destination_service"
                 if parsed.role == ServiceRole.DESTINATION
@@ -306,8 +314,9 @@ def _decode_extensions(area: bytes) -> dict[str, object]:
             )
             fields[name] = parsed.service_id
         else:
+            source_route = engine.load(fmt, SourceRoute, chunk)
             remote(
-                (length - 4) % _ENDPOINT_SIZE == 0 and 1 <= (length - 4) // _ENDPOINT_SIZE,
+                (length - 4) % _ENDPOINT_SIZE == 0 and (length - 4) // _ENDPOINT_SIZE >= 1,
                 "SOURCE extension length is not 4 + 20 * N with N >= 1",
             )
             remote(
@@ -315,7 +324,7 @@ def _decode_extensions(area: bytes) -> dict[str, object]:
                 "SOURCE extension has too many entries",
                 ErrorCode.LIMIT_EXCEEDED,
             )
-            fields["source_route"] = from_container(SourceRoute, parsed)
+            fields["source_route"] = source_route
     if unknown:
         fields["unknown_extensions"] = tuple(unknown)
     return fields
@@ -323,40 +332,53 @@ def _decode_extensions(area: bytes) -> dict[str, object]:
 
 def encode_sal(packet: SalPacket) -> bytes:
     """Encode a SAL packet with its checksum; raise only ``LocalProtocolError``."""
+    return _encode_sal(packet, DERIVED)
+
+
+def encode_sal_interpreted(packet: SalPacket) -> bytes:
+    """:func:`encode_sal` through Construct's interpreter (the fast path's reference)."""
+    return _encode_sal(packet, INTERPRETED)
+
+
+def _encode_sal(packet: SalPacket, engine: Engine) -> bytes:
     with encoding("SAL packet"):
         parts = []
         if packet.control is not None:
-            parts.append(ControlExtensionFormat.build(to_container(packet.control)))
+            parts.append(engine.dump(ControlExtensionFormat, packet.control))
         for role, service_id in (
             (ServiceRole.DESTINATION, packet.destination_service),
             (ServiceRole.SOURCE, packet.source_service),
         ):
             if service_id is not None:
                 local(len(service_id) == SERVICE_ID_LENGTH, "a serviceID is 32 bytes")
-                parts.append(ServiceExtensionFormat.build({"role": role, "service_id": service_id}))
+                parts.append(
+                    engine.build(ServiceExtensionFormat, {"role": role, "service_id": service_id})
+                )
         if packet.source_route is not None:
             entries = len(packet.source_route.entries)
             local(1 <= entries <= MAX_SOURCE_ENTRIES, "SOURCE holds 1 to 12 entries")
-            parts.append(SourceExtensionFormat.build(to_container(packet.source_route)))
+            parts.append(engine.dump(SourceExtensionFormat, packet.source_route))
         for ext in sorted(packet.unknown_extensions, key=lambda e: e.type):
             local(ext.type >= FIRST_IGNORABLE_EXTENSION_TYPE, "unknown types start at 0x80")
             local(len(ext.value) % 4 == 2, "extension length must be a multiple of 4")
             parts.append(
-                ExtensionHeaderFormat.build(
-                    {"type": ext.type, "type_specific": ext.value[:2], "body": ext.value[2:]}
+                engine.build(
+                    ExtensionHeaderFormat,
+                    {"type": ext.type, "type_specific": ext.value[:2], "body": ext.value[2:]},
                 )
             )
         local(len(parts) <= MAX_EXTENSIONS, "too many extensions", ErrorCode.LIMIT_EXCEEDED)
         extensions = b"".join(parts)
         header_length = (BASE_HEADER_LENGTH + len(extensions)) // 4
-        header = BaseHeaderFormat.build(
+        header = engine.build(
+            BaseHeaderFormat,
             {
                 "source_flow_id": packet.source_flow_id,
                 "destination_flow_id": packet.destination_flow_id,
                 "header_length": header_length,
                 "protocol": int(packet.protocol),
                 "checksum": 0,
-            }
+            },
         )
         data = header + extensions + packet.payload
         local(len(data) <= MAX_UDP_PAYLOAD, "packet larger than a UDP payload")

@@ -1,0 +1,1 @@
+"""Benchmarks of the ref.wire codecs (run ``python benchmarks/run.py``)."""
