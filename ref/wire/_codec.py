@@ -16,8 +16,7 @@ import ipaddress
 import struct
 import types
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -138,30 +137,54 @@ def to_container(obj: Any) -> Any:
 _PARSE_FAILURES = (cs.ConstructError, struct.error, KeyError, ValueError, IndexError, TypeError)
 
 
-@contextmanager
-def decoding(what: str) -> Iterator[None]:
+class _Boundary:
+    """A context manager that lets only one side's protocol error out.
+
+    A class rather than ``@contextmanager``: it sits on every encode and
+    decode, and a generator-based manager costs several times more.
+    """
+
+    __slots__ = ("catches", "error", "verb", "what")
+
+    def __init__(
+        self,
+        error: type[ProtocolError],
+        catches: tuple[type[BaseException], ...],
+        verb: str,
+        what: str,
+    ) -> None:
+        self.error = error
+        self.catches = catches
+        self.verb = verb
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: Any
+    ) -> None:
+        # Returns None, so every exception propagates: either the one
+        # raised here in its place, or the original.
+        if exc is None or isinstance(exc, self.error):
+            return
+        if isinstance(exc, ProtocolError):
+            raise self.error(str(exc.args[0]), exc.error_code) from exc
+        if isinstance(exc, self.catches):
+            raise self.error(f"{self.verb} {self.what}: {_describe(exc)}") from exc
+
+
+_BUILD_FAILURES = (*_PARSE_FAILURES, AttributeError, OverflowError)
+
+
+def decoding(what: str) -> _Boundary:
     """Turn every failure inside a decoder into ``RemoteProtocolError``."""
-    try:
-        yield
-    except ProtocolError as exc:
-        if isinstance(exc, RemoteProtocolError):
-            raise
-        raise RemoteProtocolError(str(exc.args[0]), exc.error_code) from exc
-    except _PARSE_FAILURES as exc:
-        raise RemoteProtocolError(f"malformed {what}: {_describe(exc)}") from exc
+    return _Boundary(RemoteProtocolError, _PARSE_FAILURES, "malformed", what)
 
 
-@contextmanager
-def encoding(what: str) -> Iterator[None]:
+def encoding(what: str) -> _Boundary:
     """Turn every failure inside an encoder into ``LocalProtocolError``."""
-    try:
-        yield
-    except ProtocolError as exc:
-        if isinstance(exc, LocalProtocolError):
-            raise
-        raise LocalProtocolError(str(exc.args[0]), exc.error_code) from exc
-    except (*_PARSE_FAILURES, AttributeError, OverflowError) as exc:
-        raise LocalProtocolError(f"cannot encode {what}: {_describe(exc)}") from exc
+    return _Boundary(LocalProtocolError, _BUILD_FAILURES, "cannot encode", what)
 
 
 def _describe(exc: BaseException) -> str:

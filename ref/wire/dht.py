@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from enum import IntEnum, IntFlag
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import construct as cs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -381,40 +382,80 @@ class DhtMessage:
 # --- semantic checks shared by both directions -------------------------------
 
 
-def _check_body(body: Body, error: type[ProtocolError]) -> None:
-    def check(holds: bool, message: str, code: ErrorCode = ErrorCode.MALFORMED) -> None:
-        if not holds:
-            raise error(message, code)
+Problem = tuple[str, ErrorCode] | None
 
+
+def _resolve_response_problem(body: Any) -> Problem:
+    consistent = {
+        ResolveStatus.FOUND: body.record is not None and not body.nodes,
+        ResolveStatus.NOT_FOUND: body.record is None and not body.nodes,
+        ResolveStatus.REFER: body.record is None and bool(body.nodes),
+    }[body.status]
+    if not consistent:
+        return f"RESOLVE_RESPONSE {body.status.name} with wrong contents", ErrorCode.MALFORMED
+    return _nodes_problem(body.nodes)
+
+
+def _nodes_problem(nodes: tuple[NodeInfo, ...]) -> Problem:
+    if len(nodes) > MAX_NODES_PER_MESSAGE:
+        return "too many nodes", ErrorCode.LIMIT_EXCEEDED
+    return None
+
+
+def _lookup_response_problem(body: Any) -> Problem:
+    return _nodes_problem(body.nodes) or (
+        None if body.nodes else ("FIND_SUCCESSOR_RESPONSE names no node", ErrorCode.MALFORMED)
+    )
+
+
+def _store_problem(body: Any) -> Problem:
+    if len(body.address_tokens) > MAX_ADDRESS_TOKENS:
+        return "too many address tokens", ErrorCode.LIMIT_EXCEEDED
+    if not all(len(token) == TOKEN_LENGTH for token in body.address_tokens):
+        return "token is 16 bytes", ErrorCode.MALFORMED
+    return None
+
+
+def _error_problem(body: Any) -> Problem:
+    if len(body.reason) > MAX_ERROR_REASON:
+        return "error reason too long", ErrorCode.MALFORMED
+    if not _is_utf8(body.reason):
+        return "error reason is not UTF-8", ErrorCode.MALFORMED
+    return None
+
+
+def _identifier_problem(value: bytes) -> Problem:
+    if len(value) != SERVICE_ID_LENGTH:
+        return "identifier is 32 bytes", ErrorCode.MALFORMED
+    return None
+
+
+#: Body class -> the draft's rules on its contents beyond the layout.
+_BODY_RULES: dict[type[Body], Callable[[Any], Problem]] = {
+    FindSuccessor: lambda body: _identifier_problem(body.target_id),
+    Resolve: lambda body: _identifier_problem(body.service_id),
+    FindSuccessorResponse: _lookup_response_problem,
+    ResolveResponse: _resolve_response_problem,
+    Neighbors: lambda body: _nodes_problem(body.successors),
+    Leave: lambda body: _nodes_problem(body.successors),
+    Store: _store_problem,
+    StatusResponse: lambda body: (
+        ("status report too long", ErrorCode.MALFORMED)
+        if len(body.report) > MAX_STATUS_LENGTH
+        else None
+    ),
+    Error: _error_problem,
+}
+
+
+def _check_body(body: Body, error: type[ProtocolError]) -> None:
     record = getattr(body, "record", None)
     if record is not None:
         check_record(record, error)
-    nodes: tuple[NodeInfo, ...] = getattr(body, "nodes", ()) or getattr(body, "successors", ())
-    check(len(nodes) <= MAX_NODES_PER_MESSAGE, "too many nodes", ErrorCode.LIMIT_EXCEEDED)
-    if isinstance(body, ResolveResponse):
-        consistent = {
-            ResolveStatus.FOUND: body.record is not None and not body.nodes,
-            ResolveStatus.NOT_FOUND: body.record is None and not body.nodes,
-            ResolveStatus.REFER: body.record is None and bool(body.nodes),
-        }[body.status]
-        check(consistent, f"RESOLVE_RESPONSE {body.status.name} with wrong contents")
-    elif isinstance(body, FindSuccessorResponse):
-        check(bool(body.nodes), "FIND_SUCCESSOR_RESPONSE names no node")
-    elif isinstance(body, Store):
-        check(
-            len(body.address_tokens) <= MAX_ADDRESS_TOKENS,
-            "too many address tokens",
-            ErrorCode.LIMIT_EXCEEDED,
-        )
-        check(all(len(t) == TOKEN_LENGTH for t in body.address_tokens), "token is 16 bytes")
-    elif isinstance(body, StatusResponse):
-        check(len(body.report) <= MAX_STATUS_LENGTH, "status report too long")
-    elif isinstance(body, Error):
-        check(len(body.reason) <= MAX_ERROR_REASON, "error reason too long")
-        check(_is_utf8(body.reason), "error reason is not UTF-8")
-    elif isinstance(body, FindSuccessor | Resolve):
-        value = body.target_id if isinstance(body, FindSuccessor) else body.service_id
-        check(len(value) == SERVICE_ID_LENGTH, "identifier is 32 bytes")
+    rule = _BODY_RULES.get(type(body))
+    problem = rule(body) if rule is not None else None
+    if problem is not None:
+        raise error(*problem)
 
 
 def _is_utf8(data: bytes) -> bool:
