@@ -707,6 +707,31 @@ def lint(text: str) -> list[str]:
     for i, raw in enumerate(doc.lines):
         if i not in doc.code_lines and re.search(r"TODO|TBD", raw):
             problems.append(f"line {i + 1}: TODO/TBD left in the text")
+    problems += _cross_reference_problems(doc)
+    return problems
+
+
+# "Section 5.3", "Sections 6.1 to 6.4", "Appendix A"; a citation of another
+# document's section ("[RFC4291], Section 2.5.5.2", "Section 3 of [RFC9000]")
+# is not checked.
+_CROSS_REF_RE = re.compile(
+    r"(?<!\], )\b(Sections?|Appendix) ((?:[0-9]+|[A-Z]\b)(?:\.[0-9]+)*"
+    r"(?:(?:,| and| to| or) (?:Section )?(?:[0-9]+|[A-Z]\b)(?:\.[0-9]+)*)*)(?!\.?[0-9])(?! of \[)"
+)
+_SECTION_NUMBER_RE = re.compile(r"(?:[0-9]+|\b[A-Z]\b)(?:\.[0-9]+)*")
+
+
+def _cross_reference_problems(doc: _Document) -> list[str]:
+    """References to sections of this draft that do not exist."""
+    numbers = {h.number for h in doc.headings if h.number}
+    problems = []
+    for i in range(doc.body_start, len(doc.lines)):
+        if i in doc.code_lines:
+            continue
+        for match in _CROSS_REF_RE.finditer(doc.lines[i]):
+            for number in _SECTION_NUMBER_RE.findall(match.group(2)):
+                if number not in numbers:
+                    problems.append(f"line {i + 1}: Section {number} does not exist")
     return problems
 
 

@@ -95,8 +95,8 @@ def test_unclosed_fence() -> None:
         "rfc-serval-dht.md",
         "ref.wire.sal",
         "spec/requirements.json",
-        "Section 4.2.1.3",
-        "Sections 4.2.1.1, 4.2.1.2 and 10.2.3.4",
+        "Section 4.2.1.3 of [RFC9000]",
+        "[RFC4291], Sections 4.2.1.1, 4.2.1.2 and 10.2.3.4",
         "12:30:45",
         "https://datatracker.ietf.org/drafts/current/",
         "alice@cs.princeton.edu",
@@ -161,3 +161,15 @@ def test_bad_test_vectors_reported() -> None:
     ]
     (problem,) = problems_in(template.format("[1, 2]"))
     assert problem == "test vector 'Test Vector: V', line 24: a test vector must be a mapping"
+
+
+def test_section_references_must_exist(minimal_draft: str) -> None:
+    assert lint(minimal_draft + "\nAs Section 9.9 says, and Appendix Q.\n") == [
+        f"line {minimal_draft.count(chr(10)) + 2}: Section 9.9 does not exist",
+        f"line {minimal_draft.count(chr(10)) + 2}: Section Q does not exist",
+    ]
+
+
+def test_citations_of_other_documents_are_not_section_references(minimal_draft: str) -> None:
+    extra = "\nSee [RFC4291], Section 2.5.5.2, and Section 3 of [RFC9000].\n"
+    assert lint(minimal_draft + extra) == []
