@@ -1,8 +1,9 @@
-"""Render Appendix A of the draft (test vectors) from ``ref.wire.vectors``.
+"""Render the test vectors of the draft's Appendix A from ``ref.wire.vectors``.
 
-Usage: ``python spec/vectors.py > /tmp/appendix-a.md``; the draft's appendix
-is this output.  Each vector is a YAML code block: the format, the section it
-illustrates, the fields (as ``ref.wire.plain`` values) and the hex encoding.
+Usage: ``python spec/vectors.py``.  Its output is the appendix from "## A.1."
+up to "# Appendix B." (``tests/wire/test_draft_agreement.py`` checks that).
+Each vector is a YAML code block: the format, the section it illustrates, the
+fields (as ``ref.wire.plain`` values), the length and the hex encoding.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ref.wire.plain import to_plain
-from ref.wire.vectors import KEY_LABELS, build_vectors
+from ref.wire.vectors import build_vectors
 
 HEX_GROUP = 8
 HEX_LINE = 32
@@ -79,6 +80,4 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    seeds = ", ".join(f'{name} = SHA-256("{label}")' for name, label in KEY_LABELS.items())
-    print(f"<!-- key seeds: {seeds} -->")
     print(render())

@@ -48,6 +48,7 @@ from ref.wire.errors import (
 )
 from ref.wire.fast import DERIVED, INTERPRETED, Engine
 from ref.wire.records import (
+    Problem,
     ServiceRecord,
     ServiceRecordFormat,
     check_record,
@@ -101,6 +102,17 @@ class LookupStatus(IntEnum):
     REFER = 1
 
 
+class Presence(IntEnum):
+    """A 0-or-1 count of an optional field (DHT-MSG-9, DHT-MSG-14)."""
+
+    ABSENT = 0
+    PRESENT = 1
+
+
+def _presence(present: Any) -> Presence:
+    return Presence.PRESENT if present is not None else Presence.ABSENT
+
+
 class ResolveStatus(IntEnum):
     """RESOLVE_RESPONSE status (draft Section 6.4)."""
 
@@ -138,7 +150,8 @@ FindSuccessorResponseFormat = cs.Struct(
 )
 
 NeighborsFormat = cs.Struct(
-    "has_predecessor" / cs.Rebuild(cs.Int8ub, lambda this: int(this.predecessor is not None)),
+    "has_predecessor"
+    / cs.Rebuild(EnumAdapter(cs.Int8ub, Presence), lambda this: _presence(this.predecessor)),
     "successor_count" / cs.Rebuild(cs.Int8ub, lambda this: len(this.successors)),
     "reserved" / cs.Default(cs.Int16ub, 0),
     "predecessor" / cs.If(cs.this.has_predecessor == 1, NodeInfoFormat),
@@ -158,7 +171,8 @@ ResolveFormat = cs.Struct("service_id" / cs.Bytes(SERVICE_ID_LENGTH))
 
 ResolveResponseFormat = cs.Struct(
     "status" / EnumAdapter(cs.Int8ub, ResolveStatus),
-    "record_count" / cs.Rebuild(cs.Int8ub, lambda this: int(this.record is not None)),
+    "record_count"
+    / cs.Rebuild(EnumAdapter(cs.Int8ub, Presence), lambda this: _presence(this.record)),
     "node_count" / cs.Rebuild(cs.Int8ub, lambda this: len(this.nodes)),
     "reserved" / cs.Default(cs.Int8ub, 0),
     "record" / cs.If(cs.this.record_count == 1, ServiceRecordFormat),
@@ -340,24 +354,8 @@ BODIES: dict[MessageType, tuple[cs.Struct, type[Body]]] = {
     MessageType.ERROR: (ErrorFormat, Error),
 }
 
-def _offset_of(fmt: cs.Struct, name: str) -> int:
-    """Octet offset of the fixed-position field ``name`` in ``fmt``."""
-    offset = 0
-    for sub in fmt.subcons:
-        if sub.name == name:
-            return offset
-        offset += sub.sizeof()
-    raise KeyError(name)
-
-
-#: Body offsets of the 0-or-1 presence counts (DHT-MSG-9, DHT-MSG-14).
-PRESENCE_OFFSETS = {
-    MessageType.NEIGHBORS: _offset_of(NeighborsFormat, "has_predecessor"),
-    MessageType.LEAVE: _offset_of(NeighborsFormat, "has_predecessor"),
-    MessageType.RESOLVE_RESPONSE: _offset_of(ResolveResponseFormat, "record_count"),
-}
-
 _SIGNED = MessageFlags.SIGNED.value
+_TYPE_VALUES = frozenset(message_type.value for message_type in MessageType)
 
 #: Types whose request MUST be signed by the sender's host key (draft 6.4).
 SIGNED_TYPES = frozenset({MessageType.RECTIFY, MessageType.REPLICATE, MessageType.LEAVE})
@@ -380,9 +378,6 @@ class DhtMessage:
 
 
 # --- semantic checks shared by both directions -------------------------------
-
-
-Problem = tuple[str, ErrorCode] | None
 
 
 def _resolve_response_problem(body: Any) -> Problem:
@@ -493,24 +488,24 @@ def _decode_dht(data: bytes, verify: bool, engine: Engine) -> DhtMessage:
             f"version {header.version}",
             ErrorCode.UNSUPPORTED_VERSION,
         )
-        try:
-            message_type = MessageType(header.type)
-        except ValueError:
-            remote(False, f"message type {header.type}", ErrorCode.UNKNOWN_MESSAGE_TYPE)
-            raise  # unreachable: remote() raised
+        remote(
+            header.type in _TYPE_VALUES,
+            f"message type {header.type}",
+            ErrorCode.UNKNOWN_MESSAGE_TYPE,
+        )
+        message_type = MessageType(header.type)
         signed = bool(header.flags & MessageFlags.SIGNED)
         end = len(data) - SIGNATURE_LENGTH if signed else len(data)
         remote(end >= DHT_HEADER_LENGTH, "signature flag set but no room for a signature")
         layout, body_type = BODIES[message_type]
         body = engine.load(layout, body_type, data[DHT_HEADER_LENGTH:end])
-        presence = PRESENCE_OFFSETS.get(message_type)
-        if presence is not None:
-            remote(data[DHT_HEADER_LENGTH + presence] <= 1, "presence count other than 0 or 1")
         _check_body(body, RemoteProtocolError)
         signature = data[end:] if signed else None
         if signed and verify:
             remote(
-                _signature_valid(header.sender_key, signature or b"", data[:end]),
+                signature_valid(
+                    header.sender_key, data[end:], MESSAGE_SIGNING_CONTEXT + data[:end]
+                ),
                 "message signature does not verify",
                 ErrorCode.BAD_SIGNATURE,
             )
@@ -522,10 +517,6 @@ def _decode_dht(data: bytes, verify: bool, engine: Engine) -> DhtMessage:
             flags=header.flags,
             signature=signature,
         )
-
-
-def _signature_valid(key: bytes, signature: bytes, signed_part: bytes) -> bool:
-    return signature_valid(key, signature, MESSAGE_SIGNING_CONTEXT + signed_part)
 
 
 def encode_dht(message: DhtMessage, signing_key: Ed25519PrivateKey | None = None) -> bytes:

@@ -8,7 +8,6 @@ signature, behind a domain-separation string.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from enum import IntFlag
 
 import construct as cs
@@ -22,7 +21,6 @@ from ref.wire._codec import (
     IPAddress,
     decoding,
     encoding,
-    from_container,
     local,
 )
 from ref.wire.constants import (
@@ -156,49 +154,37 @@ def sign_record(record: ServiceRecord, key: Ed25519PrivateKey) -> ServiceRecord:
 
 def check_record(record: ServiceRecord, error: type[ProtocolError] = LocalProtocolError) -> None:
     """Enforce the draft's static rules on a record (not its signature or time)."""
-    # Lambdas: a rule runs only after the rules before it held (the
-    # block rule indexes a serviceID whose length is checked first).
-    rules: list[tuple[Callable[[], bool], str, ErrorCode]] = [
-        (
-            lambda: len(record.service_id) == SERVICE_ID_LENGTH,
-            "serviceID is 32 bytes",
-            ErrorCode.MALFORMED,
-        ),
-        (
-            lambda: record.service_id[-1] % BLOCK_SIZE == 0,
-            "a record names the first serviceID of its block",
-            ErrorCode.BAD_SERVICE_ID,
-        ),
-        (lambda: len(record.owner_key) == KEY_LENGTH, "owner key is 32 bytes", ErrorCode.MALFORMED),
-        (
-            lambda: 1 <= record.lifetime <= MAX_RECORD_LIFETIME,
-            f"lifetime must be 1 to {MAX_RECORD_LIFETIME} seconds",
-            ErrorCode.MALFORMED,
-        ),
-        (
-            lambda: len(record.endpoints) <= MAX_ENDPOINTS,
-            f"at most {MAX_ENDPOINTS} endpoints",
-            ErrorCode.LIMIT_EXCEEDED,
-        ),
-        (
-            lambda: (len(record.endpoints) == 0) == record.is_tombstone,
-            "a tombstone has no endpoints and a live record has at least one",
-            ErrorCode.MALFORMED,
-        ),
-        (
-            lambda: all(e.weight >= 1 and e.service_mask != 0 for e in record.endpoints),
+    problem = _record_problem(record)
+    if problem is not None:
+        raise error(*problem)
+
+
+#: What a static rule found wrong: a message and the draft's error code.
+Problem = tuple[str, ErrorCode] | None
+
+
+def _record_problem(record: ServiceRecord) -> Problem:
+    # In order: the block rule indexes a serviceID whose length is checked first.
+    if len(record.service_id) != SERVICE_ID_LENGTH:
+        return "serviceID is 32 bytes", ErrorCode.MALFORMED
+    if record.service_id[-1] % BLOCK_SIZE:
+        return "a record names the first serviceID of its block", ErrorCode.BAD_SERVICE_ID
+    if len(record.owner_key) != KEY_LENGTH:
+        return "owner key is 32 bytes", ErrorCode.MALFORMED
+    if not 1 <= record.lifetime <= MAX_RECORD_LIFETIME:
+        return f"lifetime must be 1 to {MAX_RECORD_LIFETIME} seconds", ErrorCode.MALFORMED
+    if len(record.endpoints) > MAX_ENDPOINTS:
+        return f"at most {MAX_ENDPOINTS} endpoints", ErrorCode.LIMIT_EXCEEDED
+    if (len(record.endpoints) == 0) != record.is_tombstone:
+        return "a tombstone has no endpoints, a live record at least one", ErrorCode.MALFORMED
+    if not all(e.weight >= 1 and e.service_mask != 0 for e in record.endpoints):
+        return (
             "every endpoint has a weight of at least 1 and a non-empty service mask",
             ErrorCode.MALFORMED,
-        ),
-        (
-            lambda: record.flags & ~RecordFlags.TOMBSTONE == 0,
-            "unassigned record flags must be zero",
-            ErrorCode.MALFORMED,
-        ),
-    ]
-    for holds, message, code in rules:
-        if not holds():
-            raise error(message, code)
+        )
+    if record.flags & ~RecordFlags.TOMBSTONE:
+        return "unassigned record flags must be zero", ErrorCode.MALFORMED
+    return None
 
 
 def decode_record(data: bytes) -> ServiceRecord:
@@ -216,13 +202,6 @@ def _decode_record(data: bytes, engine: Engine) -> ServiceRecord:
         record = engine.load(ServiceRecordFormat, ServiceRecord, data)
         check_record(record, RemoteProtocolError)
         return record
-
-
-def record_from_container(parsed: object) -> ServiceRecord:
-    """Build and statically check a record parsed as part of a larger message."""
-    record = from_container(ServiceRecord, parsed)
-    check_record(record, RemoteProtocolError)
-    return record
 
 
 def encode_record(record: ServiceRecord) -> bytes:
@@ -254,6 +233,5 @@ __all__ = [
     "encode_record",
     "encode_record_interpreted",
     "public_key_bytes",
-    "record_from_container",
     "sign_record",
 ]

@@ -134,15 +134,23 @@ def _dht(
     return Vector(title, "6.4", "dht", message, encoded)
 
 
-def _control(flags: ControlFlags, verno: int, ackno: int, nonce: bytes) -> Control:
-    return Control(flags, verno, ackno, nonce)
+def _from_client(flags: ControlFlags, verno: int, ackno: int) -> SalPacket:
+    """A control packet of the example flow, client to server."""
+    control = Control(flags, verno, ackno, NONCE_C)
+    return SalPacket(FLOW_C, FLOW_S, TransportProtocol.STREAM, control=control)
+
+
+def _from_server(flags: ControlFlags, verno: int, ackno: int) -> SalPacket:
+    """A control packet of the example flow, server to client."""
+    control = Control(flags, verno, ackno, NONCE_S)
+    return SalPacket(FLOW_S, FLOW_C, TransportProtocol.STREAM, control=control)
 
 
 SYN = SalPacket(
     FLOW_C,
     0,
     TransportProtocol.STREAM,
-    control=_control(ControlFlags.SYN, ISS_C, 0, NONCE_C),
+    control=Control(ControlFlags.SYN, ISS_C, 0, NONCE_C),
     destination_service=ECHO,
 )
 SEGMENT = StreamSegment(ISS_C + 1, ISS_S + 1, StreamFlags.ACK, 256, b"GET /\r\n")
@@ -150,80 +158,35 @@ SEGMENT = StreamSegment(ISS_C + 1, ISS_S + 1, StreamFlags.ACK, 256, b"GET /\r\n"
 
 def build_vectors() -> list[Vector]:
     """Every vector of Appendix A, in appendix order."""
-    syn_ack = _control(ControlFlags.SYN | ControlFlags.ACK, ISS_S, ISS_C + 1, NONCE_S)
     return [
         _sal("SAL SYN", "5.8", SYN),
         _sal(
             "SAL SYN-ACK",
             "5.8",
-            SalPacket(
-                FLOW_S,
-                FLOW_C,
-                TransportProtocol.STREAM,
-                control=syn_ack,
+            dataclasses.replace(
+                _from_server(ControlFlags.SYN | ControlFlags.ACK, ISS_S, ISS_C + 1),
                 destination_service=ECHO,
             ),
         ),
-        _sal(
-            "SAL ACK",
-            "5.8",
-            SalPacket(
-                FLOW_C,
-                FLOW_S,
-                TransportProtocol.STREAM,
-                control=_control(ControlFlags.ACK, ISS_C + 1, ISS_S + 1, NONCE_C),
-            ),
-        ),
+        _sal("SAL ACK", "5.8", _from_client(ControlFlags.ACK, ISS_C + 1, ISS_S + 1)),
         _sal(
             "SAL stream data",
             "5.14.2",
             SalPacket(FLOW_C, FLOW_S, TransportProtocol.STREAM, payload=encode_stream(SEGMENT)),
         ),
         Vector("Stream segment", "5.14.2", "stream", SEGMENT, encode_stream(SEGMENT)),
-        _sal(
-            "SAL RSYN",
-            "5.10",
-            SalPacket(
-                FLOW_C,
-                FLOW_S,
-                TransportProtocol.STREAM,
-                control=_control(ControlFlags.RSYN, ISS_C + 1, ISS_S + 1, NONCE_C),
-            ),
-        ),
+        _sal("SAL RSYN", "5.10", _from_client(ControlFlags.RSYN, ISS_C + 1, ISS_S + 1)),
         _sal(
             "SAL RSYN-ACK",
             "5.10",
-            SalPacket(
-                FLOW_S,
-                FLOW_C,
-                TransportProtocol.STREAM,
-                control=_control(
-                    ControlFlags.RSYN | ControlFlags.ACK, ISS_S + 1, ISS_C + 2, NONCE_S
-                ),
-            ),
+            _from_server(ControlFlags.RSYN | ControlFlags.ACK, ISS_S + 1, ISS_C + 2),
         ),
         _sal(
             "SAL FIN",
             "5.11",
-            SalPacket(
-                FLOW_C,
-                FLOW_S,
-                TransportProtocol.STREAM,
-                control=_control(
-                    ControlFlags.FIN | ControlFlags.ACK, ISS_C + 2, ISS_S + 2, NONCE_C
-                ),
-            ),
+            _from_client(ControlFlags.FIN | ControlFlags.ACK, ISS_C + 2, ISS_S + 2),
         ),
-        _sal(
-            "SAL RST",
-            "5.11",
-            SalPacket(
-                FLOW_S,
-                FLOW_C,
-                TransportProtocol.STREAM,
-                control=_control(ControlFlags.RST, ISS_S + 2, 0, NONCE_S),
-            ),
-        ),
+        _sal("SAL RST", "5.11", _from_server(ControlFlags.RST, ISS_S + 2, 0)),
         _sal(
             "SAL unconnected datagram",
             "5.12",
