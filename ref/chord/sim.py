@@ -1,0 +1,335 @@
+"""A deterministic simulator: many node cores on an in-memory network, virtual time.
+
+The simulator runs the unchanged :class:`~ref.chord.node.Node` core.  Messages
+travel as objects (:class:`~ref.chord.framing.ObjectFraming`) so that runs of
+thousands of nodes stay affordable; everything else, timers, retries,
+randomness, is the core's own.  The network is seeded: latency is drawn
+uniformly from a range, datagrams can be lost, partitions cut groups of
+endpoints apart, and nodes fail silently (crash) or leave gracefully.
+
+Besides the network, the module computes the true ring (the sorted IDs of
+live members) and checks Zave's invariants over the nodes' states.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import ipaddress
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ref.chord.client import Client
+from ref.chord.exchange import Datagram, RandomSource
+from ref.chord.framing import Frame, ObjectFraming, datagram_size
+from ref.chord.node import Node, NodeConfig, NodeState
+from ref.chord.ring import RING, Peer, distance, node_id_of
+from ref.wire.constants import DEFAULT_PORT
+from ref.wire.sal import Endpoint
+
+_DELIVER = 0
+_WAKE = 1
+_CALL = 2
+
+
+class SimAddress(ipaddress.IPv4Address):
+    """An IPv4 address with a cheap hash: endpoints are dictionary keys everywhere."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return int(self)
+
+
+def _kind(kind: type | str) -> str:
+    return kind if isinstance(kind, str) else kind.TYPE.name  # type: ignore[attr-defined]
+
+
+class Network:
+    """An in-memory datagram network with a virtual clock."""
+
+    def __init__(
+        self,
+        rng: RandomSource,
+        *,
+        start: float = 1_800_000_000.0,
+        latency: tuple[float, float] = (0.005, 0.05),
+        loss: float = 0.0,
+    ) -> None:
+        self.rng = rng
+        self.now = start
+        self.latency = latency
+        self.loss = loss
+        self.hosts: dict[Endpoint, Node | Client] = {}
+        self._messages: Counter[type | str] = Counter()
+        self._bytes: Counter[type | str] = Counter()
+        self._queue: list[tuple[float, int, int, Any, Any, Any]] = []
+        self._sequence = itertools.count()
+        self._wake: dict[Endpoint, float] = {}
+        self._addresses = itertools.count(1)
+        self._partition: dict[Endpoint, int] = {}
+
+    @property
+    def message_counts(self) -> Counter[str]:
+        """Datagrams sent, by ServalDHT message type."""
+        return Counter({_kind(kind): count for kind, count in self._messages.items()})
+
+    @property
+    def byte_counts(self) -> Counter[str]:
+        """Bytes of SAL datagrams sent, by ServalDHT message type."""
+        return Counter({_kind(kind): count for kind, count in self._bytes.items()})
+
+    # --- hosts ------------------------------------------------------------------------
+
+    def new_endpoint(self) -> Endpoint:
+        number = next(self._addresses)
+        return Endpoint(SimAddress(0x0A000000 + number), DEFAULT_PORT)
+
+    def add_node(
+        self,
+        config: NodeConfig | None = None,
+        bootstrap: Sequence[Endpoint] = (),
+        *,
+        key: bytes | None = None,
+        start: bool = True,
+    ) -> Node:
+        """A new node with a random key; it creates a ring or joins through ``bootstrap``."""
+        key = key if key is not None else self.rng.randbytes(32)
+        endpoint = self.new_endpoint()
+        node = Node(ObjectFraming(key), key, endpoint, self.rng, self.now, config)
+        self.hosts[endpoint] = node
+        if start:
+            node.start(bootstrap)
+            self.flush(node)
+        return node
+
+    def add_client(self, nodes: Sequence[Endpoint]) -> Client:
+        endpoint = self.new_endpoint()
+        client = Client(ObjectFraming(bytes(32)), endpoint, nodes, self.rng, self.now)
+        self.hosts[endpoint] = client
+        return client
+
+    def fail(self, host: Node | Client) -> None:
+        """Crash a host: it vanishes without a word."""
+        self.hosts.pop(host.endpoint, None)
+        self._wake.pop(host.endpoint, None)
+
+    def partition(self, *groups: Iterable[Endpoint]) -> None:
+        """Only endpoints of the same group (or in no group) can reach each other."""
+        self._partition = {ep: index for index, group in enumerate(groups) for ep in group}
+
+    def heal(self) -> None:
+        self._partition = {}
+
+    def members(self) -> list[Node]:
+        """Live nodes that are ring members."""
+        return [
+            host
+            for host in self.hosts.values()
+            if isinstance(host, Node) and host.state is NodeState.MEMBER
+        ]
+
+    # --- running ----------------------------------------------------------------------
+
+    def flush(self, host: Node | Client) -> None:
+        """Put a host's outgoing datagrams on the wire and schedule its next timer."""
+        source = host.endpoint
+        for data, destination in host.datagrams_to_send():
+            if isinstance(data, Frame):
+                kind: type | str = type(data.message.body)
+                size = datagram_size(data.size)
+            else:
+                kind, size = "bytes", len(data)
+            self._messages[kind] += 1
+            self._bytes[kind] += size
+            if self.loss and self.rng.random() < self.loss:
+                continue
+            low, high = self.latency
+            when = self.now + low + (high - low) * self.rng.random()
+            heapq.heappush(
+                self._queue, (when, next(self._sequence), _DELIVER, destination, data, source)
+            )
+        deadline = host.get_timer()
+        if deadline is not None:
+            scheduled = self._wake.get(source)
+            if scheduled is None or deadline < scheduled:
+                self._wake[source] = deadline
+                heapq.heappush(
+                    self._queue, (deadline, next(self._sequence), _WAKE, source, None, None)
+                )
+
+    def call_at(self, when: float, action: Any) -> None:
+        """Run ``action()`` at virtual time ``when`` (for schedules of churn)."""
+        heapq.heappush(self._queue, (when, next(self._sequence), _CALL, None, action, None))
+
+    def run_until(self, until: float) -> None:
+        queue = self._queue
+        hosts = self.hosts
+        while queue and queue[0][0] <= until:
+            when, _, kind, target, data, source = heapq.heappop(queue)
+            self.now = when
+            if kind == _CALL:
+                data()
+                continue
+            host = hosts.get(target)
+            if host is None:
+                continue
+            if kind == _DELIVER:
+                if self._partition and not self._reachable(source, target):
+                    continue
+                host.receive_datagram(data, source, when)
+            else:
+                if self._wake.get(target) != when:
+                    continue
+                del self._wake[target]
+                host.handle_timer(when)
+            self.flush(host)
+        self.now = max(self.now, until)
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_operation(self, host: Node | Client, handle: int, limit: float = 120.0) -> Any:
+        """Run until the operation ``handle`` of ``host`` completes; return its result."""
+        from ref.chord.exchange import Completed
+
+        self.flush(host)
+        deadline = self.now + limit
+        while self.now < deadline:
+            event = host.next_event()
+            while event is not None:
+                if isinstance(event, Completed) and event.handle == handle:
+                    return event.result
+                event = host.next_event()
+            if not self._queue:
+                break
+            self.run_until(min(deadline, self._queue[0][0]))
+        raise TimeoutError(f"operation {handle} did not complete")
+
+    def _reachable(self, source: Endpoint, target: Endpoint) -> bool:
+        return self._partition.get(source, -1) == self._partition.get(target, -1) or (
+            source not in self._partition or target not in self._partition
+        )
+
+    def send(self, data: Datagram, source: Endpoint, destination: Endpoint) -> None:
+        """Inject a datagram, as an attacker or a test would."""
+        heapq.heappush(
+            self._queue, (self.now, next(self._sequence), _DELIVER, destination, data, source)
+        )
+
+
+# --- the truth and the invariants -------------------------------------------------------
+
+
+class Truth:
+    """The correct ring: live members sorted by node ID."""
+
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        self.nodes = sorted(nodes, key=lambda node: node.id)
+        self.ids = [node.id for node in self.nodes]
+
+    def successor(self, identifier: int) -> Node:
+        index = bisect.bisect_left(self.ids, identifier)
+        return self.nodes[index % len(self.nodes)]
+
+    def successors(self, node: Node, count: int) -> list[Node]:
+        index = self.ids.index(node.id)
+        return [self.nodes[(index + step) % len(self.nodes)] for step in range(1, count + 1)]
+
+    def predecessor(self, node: Node) -> Node:
+        index = self.ids.index(node.id)
+        return self.nodes[index - 1]
+
+
+def ring_problems(network: Network) -> list[str]:
+    """Zave's invariants over the live members; an empty list means they hold.
+
+    - every member has a live successor in its successor list;
+    - following first live successors from any member reaches one cycle,
+      the cycle is ordered (it goes round the identifier space once), and
+    - at most one such cycle exists (no two rings).
+    """
+    members = network.members()
+    if not members:
+        return []
+    live = {node.key: node for node in members}
+    best: dict[bytes, bytes] = {}
+    problems = []
+    for node in members:
+        entry = next((peer for peer in node.successors if peer.key in live), None)
+        if entry is None:
+            problems.append(f"{_name(node)} has no live successor")
+        else:
+            best[node.key] = entry.key
+    if problems:
+        return problems
+    cycles: set[tuple[bytes, ...]] = set()
+    for node in members:
+        seen: dict[bytes, int] = {}
+        key = node.key
+        while key not in seen:
+            seen[key] = len(seen)
+            key = best[key]
+        start = seen[key]
+        cycle = [k for k, position in seen.items() if position >= start]
+        rotation = cycle.index(min(cycle))
+        cycles.add(tuple(cycle[rotation:] + cycle[:rotation]))
+    if len(cycles) > 1:
+        problems.append(f"{len(cycles)} rings")
+    for ring in cycles:
+        ids = [node_id_of(key) for key in ring]
+        turns = sum(
+            distance(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))
+        ) // RING if len(ids) > 1 else 1
+        if turns != 1:
+            problems.append(f"a ring of {len(ids)} goes round {turns} times: out of order")
+    return problems
+
+
+def ring_is_exact(network: Network) -> list[str]:
+    """Differences between every member's first successor and predecessor and the truth."""
+    members = network.members()
+    truth = Truth(members)
+    problems = []
+    for node in members:
+        if len(members) == 1:
+            break
+        expected = truth.successors(node, 1)[0]
+        if not node.successors or node.successors[0].key != expected.key:
+            problems.append(f"{_name(node)}: successor is not {_name(expected)}")
+        before = truth.predecessor(node)
+        if not node.predecessors or node.predecessors[0].key != before.key:
+            problems.append(f"{_name(node)}: predecessor is not {_name(before)}")
+    return problems
+
+
+def install_ideal_state(network: Network, fingers: bool = True) -> None:
+    """Give every member the routing state of a stable ring (for lookup measurements)."""
+    members = network.members()
+    truth = Truth(members)
+    for node in members:
+        r = node.config.successors
+        k = node.config.replicas
+        node.successors = [_peer(n) for n in truth.successors(node, min(r, len(members) - 1))]
+        index = truth.ids.index(node.id)
+        node.predecessors = [
+            _peer(truth.nodes[(index - step) % len(members)])
+            for step in range(1, min(k, len(members) - 1) + 1)
+        ]
+        node.fingers = {}
+        if fingers:
+            lowest = node.first_useful_finger()
+            for i in range(lowest, 256):
+                found = truth.successor((node.id + (1 << i)) % RING)
+                if found.key != node.key:
+                    node.fingers[i] = _peer(found)
+
+
+def _peer(node: Node) -> Peer:
+    return node.me
+
+
+def _name(node: Node) -> str:
+    return f"{node.id:064x}"[:8]
