@@ -70,6 +70,8 @@ class RandomSource(Protocol):
 
     def randbytes(self, n: int, /) -> bytes: ...
 
+    def randrange(self, stop: int, /) -> int: ...
+
 
 @dataclasses.dataclass(slots=True)
 class Call:
@@ -293,6 +295,10 @@ class Engine:
         heapq.heappush(self._timers, (deadline, next(self._sequence), transaction_id))
         self._out.append((datagram, call.destination))
         self.counters["requests_sent"] += 1
+
+    def send_raw(self, data: bytes, destination: Endpoint) -> None:
+        """Send a datagram built elsewhere (a forwarded SAL packet, an RST)."""
+        self._out.append((data, destination))
 
     def send_request(self, call: Call) -> None:
         """Send a request whose answer nobody waits for (its failure still counts)."""

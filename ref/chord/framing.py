@@ -172,9 +172,13 @@ class ObjectFraming:
         size = message_size(message)
         return Frame(message, None, self.public_key if sign else None, size), size
 
-    def open(self, data: bytes | Frame, source: Endpoint) -> Inbound:
+    def open(self, data: bytes | Frame, source: Endpoint) -> Inbound | SalPacket:
         if not isinstance(data, Frame):
-            raise RemoteProtocolError("not a simulated frame")
+            # SAL packets other than ServalDHT messages travel as bytes here too.
+            packet = decode_sal(data)
+            if packet.destination_service == SERVALDHT_SERVICE_ID:
+                raise RemoteProtocolError("ServalDHT messages travel as frames here")
+            return packet
         message = data.message
         return Inbound(
             source=source,

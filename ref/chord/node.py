@@ -41,6 +41,7 @@ from ref.chord.exchange import (
     endpoint_text,
     report_json,
 )
+from ref.chord.forward import ForwardMode
 from ref.chord.framing import Framing, Inbound, message_size, record_verifies
 from ref.chord.ring import (
     Peer,
@@ -105,7 +106,7 @@ from ref.wire.dht import (
 from ref.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ref.wire.ids import block_base
 from ref.wire.records import ServiceRecord
-from ref.wire.sal import Endpoint
+from ref.wire.sal import Endpoint, SalPacket
 
 Handler = Callable[[Inbound, DhtMessage, bool], None]
 _NO_FLAGS = MessageFlags(0)
@@ -126,6 +127,7 @@ class NodeConfig:
     burst: float = RATE_LIMIT_BURST
     max_records: int = MAX_RECORDS_PER_NODE
     max_per_owner: int = MAX_RECORDS_PER_OWNER
+    forward_mode: bool = False  # act as a SAL service router (Section 6.9.3)
 
     def __post_init__(self) -> None:
         if not MIN_SUCCESSOR_LIST_LENGTH <= self.successors <= MAX_SUCCESSOR_LIST_LENGTH:
@@ -192,6 +194,7 @@ class Node(Engine):
         self._unacked: dict[tuple[bytes, bytes], Peer] = {}
         self._replicating: set[tuple[bytes, bytes]] = set()
         self._outside_since: dict[bytes, float] = {}
+        self.router = ForwardMode(self) if config.forward_mode else None
         self._handlers: dict[MessageType, Handler] = {
             MessageType.PING: self._on_ping,
             MessageType.FIND_SUCCESSOR: self._on_find_successor,
@@ -305,6 +308,12 @@ class Node(Engine):
         return Left()
 
     # --- requests ------------------------------------------------------------------
+
+    def receive_sal(self, packet: SalPacket, source: Endpoint) -> None:
+        if self.router is None or self.state is not NodeState.MEMBER:
+            self.drop(ErrorCode.NO_SERVICE, "not a ServalDHT message", source)
+            return
+        self.router.receive(packet, source)
 
     def receive_request(self, inbound: Inbound) -> None:
         if self.state in (NodeState.NEW, NodeState.LEFT):

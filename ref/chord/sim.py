@@ -137,6 +137,10 @@ class Network:
         """Put a host's outgoing datagrams on the wire and schedule its next timer."""
         source = host.endpoint
         for data, destination in host.datagrams_to_send():
+            if type(destination.address) is not SimAddress:
+                # Decoded from bytes (a forwarded SAL packet): the same address,
+                # made hashable like the others.
+                destination = Endpoint(SimAddress(int(destination.address)), destination.port)
             if isinstance(data, Frame):
                 kind: type | str = type(data.message.body)
                 size = datagram_size(data.size)
