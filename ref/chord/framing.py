@@ -59,7 +59,7 @@ from ref.wire.dht import (
     encode_dht,
 )
 from ref.wire.errors import ErrorCode, RemoteProtocolError
-from ref.wire.records import ServiceRecord, public_key_bytes
+from ref.wire.records import SMALL_ORDER_KEYS, ServiceRecord, public_key_bytes
 from ref.wire.sal import Endpoint, SalPacket, TransportProtocol, decode_sal, encode_sal
 
 _HEADER = struct.Struct("!BBBx8s32s16s")
@@ -200,7 +200,8 @@ class ObjectFraming:
             raise RemoteProtocolError("message too long", ErrorCode.LIMIT_EXCEEDED)
         message = frame.message
         signed = message.flags and message.flags & MessageFlags.SIGNED
-        if signed and frame.signer != message.sender_key:
+        # DHT-MSG-5, DHT-MSG-20: no signature under a small-order key counts, as on the wire.
+        if signed and (frame.signer != message.sender_key or frame.signer in SMALL_ORDER_KEYS):
             raise RemoteProtocolError("not signed by its sender", ErrorCode.BAD_SIGNATURE)
         return message
 

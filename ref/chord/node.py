@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
-from ref.chord.abuse import RateLimiter, Tokens
+from ref.chord.abuse import RateLimiter, Tokens, address_bytes
 from ref.chord.exchange import (
     Call,
     Engine,
@@ -189,6 +189,7 @@ class Node(Engine):
         self._bootstrap: list[Endpoint] = []
         self._next_finger = 255
         self._running: set[str] = set()
+        self._maintaining = False
         self._probing_predecessor = False
         self._rectify_candidate: Peer | None = None
         self._unacked: dict[tuple[bytes, bytes], Peer] = {}
@@ -236,6 +237,9 @@ class Node(Engine):
         self.state = NodeState.MEMBER
         self.log("joined", successor=endpoint_text(self.successors[0].endpoint))
         self.emit(Joined(self.successors[0]))
+        if self._maintaining:
+            return  # a rejoin (DHT-RING-11): the periodic procedures still run
+        self._maintaining = True
         config = self.config
         self.schedule(self._jittered(config.stabilize_interval), self._tick_stabilize)
         self.schedule(self._jittered(config.check_predecessor_interval), self._tick_predecessor)
@@ -255,7 +259,7 @@ class Node(Engine):
                     others = [peer for peer in result.nodes if peer.key != self.key]
                     if others:
                         successor = others[0]
-                        reply = yield Call(successor.endpoint, GetNeighbors(), key=successor.key)
+                        reply = yield from self._get_neighbors(successor)
                         body = reply.body if reply is not None else None
                         if isinstance(body, Neighbors):
                             # DHT-RING-5: the successor extended with its successor list.
@@ -432,8 +436,10 @@ class Node(Engine):
 
         def addresses_validated(record: ServiceRecord) -> bool:
             # DHT-TOKEN-6: the observed address with a validated source, or a token.
+            # Compared as 16-byte addresses: an IPv4 address is its IPv4-mapped form.
+            observed = address_bytes(inbound.observed.address)
             for endpoint in record.endpoints:
-                if validated and endpoint.address == inbound.observed.address:
+                if validated and address_bytes(endpoint.address) == observed:
                     continue
                 if not any(self.tokens.valid(t, endpoint.address) for t in body.address_tokens):
                     return False
@@ -808,7 +814,7 @@ class Node(Engine):
                 if not self.predecessors:
                     return
                 candidate = self.predecessors[0]
-                reply = yield Call(candidate.endpoint, GetNeighbors(), key=candidate.key)
+                reply = yield from self._get_neighbors(candidate)
                 body = reply.body if reply is not None else None
                 if isinstance(body, Neighbors):
                     reported = [Peer.from_info(info) for info in body.successors]
@@ -816,7 +822,7 @@ class Node(Engine):
                         extend(self.id, [candidate], reported, self.config.successors)
                     )
                 return
-            reply = yield Call(successor.endpoint, GetNeighbors(), key=successor.key)
+            reply = yield from self._get_neighbors(successor)
             if reply is None:
                 continue  # failed and removed; the next live entry (Section 6.5 step 1)
             body = reply.body
@@ -836,12 +842,24 @@ class Node(Engine):
         if candidate.key == self.key or not in_open(candidate.id, self.id, successor.id):
             return None
         # DHT-RING-7: adopted only after it has answered.
-        reply = yield Call(candidate.endpoint, GetNeighbors(), key=candidate.key)
+        reply = yield from self._get_neighbors(candidate)
         answer = reply.body if reply is not None else None
         if not isinstance(answer, Neighbors):
             return None
         reported = [Peer.from_info(info) for info in answer.successors]
         return extend(self.id, [candidate], reported, self.config.successors)
+
+    def _get_neighbors(self, peer: Peer) -> Procedure:
+        """GET_NEIGHBORS; a truncated answer is asked again with its token (DHT-AMP-4).
+
+        A node copies the whole successor list it is given (DHT-RING-5); the
+        first request to a node is unvalidated and its answer cut to a prefix.
+        """
+        reply = yield Call(peer.endpoint, GetNeighbors(), key=peer.key)
+        if reply is not None and reply.flags & MessageFlags.TRUNCATED:
+            again = yield Call(peer.endpoint, GetNeighbors(), key=peer.key)
+            reply = again if again is not None else reply
+        return reply
 
     def _tick_predecessor(self) -> None:
         if self.state is NodeState.MEMBER and "predecessor" not in self._running:
@@ -941,9 +959,11 @@ class Node(Engine):
             "records": len(self.store),
             "cached": len(self.cache),
             "fingers": len({p.key for p in self.fingers.values()}),
-            "counters": dict(sorted(self.counters.items())),
             "predecessors": describe(self.predecessors),
             "successors": describe(self.successors),
+            # Last: report_json drops members from the end to fit 1,024 bytes, and the
+            # counters grow with every new code while the lists are bounded.
+            "counters": dict(sorted(self.counters.items())),
         }
 
 

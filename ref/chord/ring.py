@@ -37,7 +37,7 @@ def in_open(x: int, a: int, b: int) -> bool:
 
 def in_closed_open(x: int, a: int, b: int) -> bool:
     """x in [a, b); only a when a equals b."""
-    return x == a or in_open(x, a, b)
+    return x == a or (a != b and in_open(x, a, b))
 
 
 def id_of(identifier: bytes) -> int:
