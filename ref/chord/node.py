@@ -368,7 +368,7 @@ class Node(Engine):
             )
 
     def refuse(self, inbound: Inbound, code: ErrorCode, reason: str, validated: bool) -> None:
-        self.reply(inbound, Error(code, reason.encode()[:200]), validated)
+        self.reply(inbound, Error(code, _utf8_prefix(reason.encode(), 200)), validated)
 
     def _within_amplification_limit(
         self, body: Body, request_size: int
@@ -394,6 +394,8 @@ class Node(Engine):
         if shorter is not None and _size(shorter) <= limit:
             return shorter, MessageFlags.TRUNCATED  # DHT-AMP-2
         room = max(0, limit - _size(Error(ErrorCode.ADDRESS_NOT_VALIDATED)))
+        if isinstance(body, Error):
+            return Error(body.error_code, _utf8_prefix(body.reason, room)), _NO_FLAGS
         reason = b"answer too large for an unvalidated source"[:room]
         return Error(ErrorCode.ADDRESS_NOT_VALIDATED, reason), _NO_FLAGS
 
@@ -965,6 +967,11 @@ class Node(Engine):
             # counters grow with every new code while the lists are bounded.
             "counters": dict(sorted(self.counters.items())),
         }
+
+
+def _utf8_prefix(text: bytes, limit: int) -> bytes:
+    """The longest prefix of UTF-8 ``text`` within ``limit`` bytes that is still UTF-8."""
+    return text[:limit].decode("utf-8", errors="ignore").encode()
 
 
 def _size(body: Body) -> int:
