@@ -425,7 +425,12 @@ class Engine:
                     return NotRegistered(hops)
                 peer = second
             else:
-                found = _closest_unqueried(pool, queried, target)
+                # Follow the last REFER answer, in its order, before other candidates
+                # (Section 6.9.1): it names the replica set, which follows b and so
+                # ranks last by the distance to b that orders the rest.
+                found = next(
+                    (p for p in last_refer if p.key not in queried and p.key != self.key), None
+                ) or _closest_unqueried(pool, queried, target)
                 if found is None:
                     return Failure(ErrorCode.LIMIT_EXCEEDED, "no candidate left")
                 peer = found
@@ -453,6 +458,12 @@ class Engine:
                 if not_found_from is not None:
                     return NotRegistered(hops)
                 not_found_from = peer
+                if not last_refer:
+                    # DHT-RES-4: no REFER named the replica set, so a lookup of b does.
+                    lookup = yield from self.lookup_walk(target, [peer, *pool.values()])
+                    if isinstance(lookup, LookupResult):
+                        hops += lookup.hops
+                        last_refer = list(lookup.nodes)
                 continue
             nodes = [Peer.from_info(info) for info in body.nodes]
             last_refer = nodes
