@@ -414,6 +414,10 @@ class Node(Engine):
         self.reply(inbound, body, validated)
 
     def _on_get_neighbors(self, inbound: Inbound, message: DhtMessage, validated: bool) -> None:
+        if not self.successors:
+            # Rejoining (DHT-RING-11): an empty list would cut the asker's list short.
+            self.refuse(inbound, ErrorCode.INTERNAL_ERROR, "rejoining the ring", validated)
+            return
         self.reply(inbound, self._neighbors_body(), validated)  # DHT-MSG-10
 
     def _neighbors_body(self) -> Neighbors:

@@ -18,7 +18,7 @@ import heapq
 import ipaddress
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ref.chord.client import Client
@@ -195,10 +195,20 @@ class Network:
     def run_for(self, seconds: float) -> None:
         self.run_until(self.now + seconds)
 
-    def run_operation(self, host: Node | Client, handle: int, limit: float = 120.0) -> Any:
-        """Run until the operation ``handle`` of ``host`` completes; return its result."""
+    def run_operation(
+        self, host: Node | Client, handle: int | Callable[[], int], limit: float = 120.0
+    ) -> Any:
+        """Run until an operation of ``host`` completes; return its result.
+
+        ``handle`` is the operation's handle, or better a callable that starts
+        it: the host's clock is brought to the network's first, so that its
+        deadlines do not lie in the past of an idle host.
+        """
         from ref.chord.exchange import Completed
 
+        if callable(handle):
+            host.now = self.now
+            handle = handle()
         self.flush(host)
         deadline = self.now + limit
         while self.now < deadline:
