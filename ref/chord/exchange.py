@@ -45,6 +45,7 @@ from ref.wire.dht import (
     FindSuccessor,
     FindSuccessorResponse,
     LookupStatus,
+    MessageFlags,
     MessageType,
     Resolve,
     ResolveResponse,
@@ -383,9 +384,12 @@ class Engine:
                 return Failure(ErrorCode.LIMIT_EXCEEDED, "no candidate left")  # DHT-LOOKUP-6
             queried.add(peer.key)
             hops += 1
-            reply = yield Call(
-                peer.endpoint, FindSuccessor(id_bytes(target)), key=peer.key, retries=0
-            )
+            query = Call(peer.endpoint, FindSuccessor(id_bytes(target)), key=peer.key, retries=0)
+            reply = yield query
+            if reply is not None and reply.flags & MessageFlags.TRUNCATED:
+                # DHT-AMP-4: the whole list, with the token that came with the cut one;
+                # its later entries are the fallbacks when the first have failed.
+                reply = (yield query) or reply
             body = reply.body if reply is not None else None
             if not isinstance(body, FindSuccessorResponse):
                 continue  # DHT-LOOKUP step 5: timeout or ERROR, next candidate

@@ -531,8 +531,13 @@ class Node(Engine):
         """The answer to FIND_SUCCESSOR(target), by the steps of Section 6.6."""
         if self.alone:
             return LookupStatus.DONE, [self.me]
-        if self.successors and in_half_open(target, self.id, self.successors[0].id):
-            return LookupStatus.DONE, self.successors[:MAX_NODES_PER_MESSAGE]
+        # Step 2: from the first entry at or after the target on, in the first
+        # half of the list so that half a list of fallbacks remains.
+        successors = self.successors[: (self.config.successors + 1) // 2]
+        if successors and in_half_open(target, self.id, successors[-1].id):
+            for index, peer in enumerate(successors):
+                if in_half_open(target, self.id, peer.id):
+                    return LookupStatus.DONE, self.successors[index:][:MAX_NODES_PER_MESSAGE]
         if self.predecessors and in_half_open(target, self.predecessors[0].id, self.id):
             return LookupStatus.DONE, [self.me, *self.successors][:MAX_NODES_PER_MESSAGE]
         return LookupStatus.REFER, closest_preceding(

@@ -1073,9 +1073,12 @@ def test_find_successor_steps_2_to_4_dht_lookup_1_to_4() -> None:
         assert isinstance(body, FindSuccessorResponse)
         return body
 
-    # Step 2: t in (n, s].
+    # Step 2: t in (n, s_j], the list from the first such entry on.
     for target in (node.id + 1, first):
         assert answer(target) == FindSuccessorResponse(LookupStatus.DONE, successors)
+    for j in (1, 2):
+        for target in (around[j - 1].peer.id + 1, around[j].peer.id):
+            assert answer(target) == FindSuccessorResponse(LookupStatus.DONE, successors[j:])
     # Step 3 (DHT-LOOKUP-2, taken here): t in (p, n].
     for target in (predecessor + 1, node.id):
         assert answer(target) == FindSuccessorResponse(
@@ -1091,8 +1094,11 @@ def test_find_successor_steps_2_to_4_dht_lookup_1_to_4() -> None:
             0 < (node_id_of(info.key) - node.id) % RING < (target - node.id) % RING
             for info in body.nodes
         )
-    # Just past the first successor, only it is eligible.
-    assert answer(first + 1) == FindSuccessorResponse(LookupStatus.REFER, successors[:1])
+    # Just past the last successor, all three are eligible, the last first.
+    last = around[2].peer.id
+    assert answer(last + 1) == FindSuccessorResponse(
+        LookupStatus.REFER, tuple(reversed(successors))
+    )
     assert node.datagrams_to_send() == []
 
 
