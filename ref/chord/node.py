@@ -241,7 +241,9 @@ class Node(Engine):
             return  # a rejoin (DHT-RING-11): the periodic procedures still run
         self._maintaining = True
         config = self.config
-        self.schedule(self._jittered(config.stabilize_interval), self._tick_stabilize)
+        # Join step 4 (Section 6.5): the periodic procedures begin with a stabilization
+        # round, whose RECTIFY makes the successor hand the records over at once.
+        self.schedule(self.now, self._tick_stabilize)
         self.schedule(self._jittered(config.check_predecessor_interval), self._tick_predecessor)
         self.schedule(self.now + config.fix_fingers_interval, self._tick_fingers)
 
