@@ -75,6 +75,7 @@ REPLICAS = 3  # k, the draft's default (Section 6.8)
 BAMBOO_BYTES_PER_NODE = 900.0  # Bamboo's maintenance traffic at N = 1,000 (Rhea et al. 2004)
 FAILURE_SUCCESS_TARGET = 0.999  # 9,990 of 10,000
 SCALE_TARGET_SECONDS = 600.0  # simulating 10,000 nodes for an hour in under 10 minutes
+RECENT_JOIN = 30.0  # churn: a node this young may not be known to its predecessor yet
 HOP_DEFINITION = (
     "hop = one FIND_SUCCESSOR request sent by the requester "
     "(a lookup answered from the requester's own state is 0 hops)"
@@ -547,8 +548,14 @@ def run_failure(settings: Settings, seed: int) -> dict[str, Any]:
 # --- 3. churn --------------------------------------------------------------------------
 
 
-def verdicts(net: Network, done: list[tuple[Any, Any, float]]) -> list[str]:
-    """Judge completed lookups against the true ring of the live members, now."""
+def verdicts(
+    net: Network, done: list[tuple[Any, Any, float]], added: dict[bytes, float]
+) -> list[str]:
+    """Judge completed lookups against the true ring of the live members, now.
+
+    ``added`` holds when each node that joined during the run was started, so
+    that a wrong answer can be told apart when the true successor is new.
+    """
     if not done:
         return []
     members = net.members()
@@ -562,10 +569,12 @@ def verdicts(net: Network, done: list[tuple[Any, Any, float]]) -> list[str]:
         first = next((peer for peer in result.nodes if peer.key in live), None)
         if first is None:
             out.append("no live node in the answer")
-        elif first.key == truth.successor(target).key:
+        elif first.key == (true := truth.successor(target)).key:
             out.append("success")
+        elif net.now - added.get(true.key, -math.inf) < RECENT_JOIN:
+            out.append(f"wrong successor: the true one joined < {RECENT_JOIN:.0f} s ago")
         else:
-            out.append("wrong successor")
+            out.append("wrong successor: other")
     return out
 
 
@@ -652,6 +661,7 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
     end = start + settings.churn_seconds
     churning = True
     counts = {"failures": 0, "joins": 0}
+    added: dict[bytes, float] = {}
 
     def session(node: Node) -> None:
         if node not in base:
@@ -664,6 +674,7 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
         counts["failures"] += 1
         members = net.members()
         newcomer = net.add_node(config, [rng.choice(members).endpoint])
+        added[newcomer.key] = net.now
         tap.attach(newcomer)
         counts["joins"] += 1
         session(newcomer)
@@ -684,7 +695,7 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
     def judge() -> None:
         for _ in ops.orphans():
             outcomes["source crashed"] += 1
-        for verdict in verdicts(net, ops.collect()):
+        for verdict in verdicts(net, ops.collect(), added):
             outcomes[verdict] += 1
             bin_at(net.now).lookups[verdict] += 1
 
@@ -729,7 +740,7 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
         net.run_for(tick)
         for _ in ops.orphans():
             outcomes["source crashed"] += 1
-        outcomes.update(verdicts(net, ops.collect()))
+        outcomes.update(verdicts(net, ops.collect(), added))
     outcomes["incomplete"] += len(ops.abandon())
     progress("churn over; resolving records", force=True)
 
@@ -773,14 +784,14 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
         "lookup_successes": successes,
         "lookup_success_rate": round(successes / judged, 5) if judged else None,
         "lookup_success_ci95": [round(low, 5), round(high, 5)],
-        "lookup_outcomes": dict(outcomes.most_common()),
+        "lookup_outcomes": dict((+outcomes).most_common()),
         "records": len(records),
         "registration": dict(registered),
         "replicas_before": before,
         "replicas_at_end": census,
         "records_resolvable": resolved["found"],
         "records_lost": len(records) - resolved["found"],
-        "resolve_outcomes": dict(resolved.most_common()),
+        "resolve_outcomes": dict((+resolved).most_common()),
         "maintenance_messages_per_node_s": round(maintenance_messages / per_node, 3),
         "maintenance_bytes_per_node_s": round(maintenance_bytes / per_node, 1),
         "benchmark_messages": tap.messages,

@@ -320,7 +320,7 @@ class DhtClient:
                 key_bound_service_id(owner_key, text) if owner_key else service_id_for_name(text)
             )
         # With owner_key, the walk applies DHT-RES-5 item 4 to every record it gets.
-        result = await self._run(self.core.resolve(service_id, owner_key))
+        result = await self._run(lambda: self.core.resolve(service_id, owner_key))
         return cast(Found | NotRegistered | Failure, result)
 
     async def register(
@@ -344,31 +344,34 @@ class DhtClient:
         tokens = await self._address_tokens(record)
         if isinstance(tokens, Failure):
             return tokens
-        return cast(Stored | Failure, await self._run(self.core.register(record, tokens)))
+        return cast(Stored | Failure, await self._run(lambda: self.core.register(record, tokens)))
 
     async def unregister(
         self, name: str, key: Ed25519PrivateKey, ttl: int = DEFAULT_RECORD_LIFETIME
     ) -> Stored | Failure:
         """Store a signed tombstone (Section 6.7.2); the owner keeps the name for ``ttl``."""
         record = _signed(_owned_service_id(name, key), key, ttl, ())
-        return cast(Stored | Failure, await self._run(self.core.register(record)))
+        return cast(Stored | Failure, await self._run(lambda: self.core.register(record)))
 
     async def status(self, endpoint: Endpoint) -> dict[str, Any] | Failure:
         """The STATUS report of the node at ``endpoint`` (Section 6.4.9)."""
-        return cast(dict[str, Any] | Failure, await self._run(self.core.status(endpoint)))
+        return cast(dict[str, Any] | Failure, await self._run(lambda: self.core.status(endpoint)))
 
     async def lookup(self, target: bytes) -> LookupResult | Failure:
         """successor(target) and its successors (Section 6.6)."""
-        return cast(LookupResult | Failure, await self._run(self.core.lookup(target)))
+        return cast(LookupResult | Failure, await self._run(lambda: self.core.lookup(target)))
 
     async def ping(self, endpoint: Endpoint) -> Pinged | Failure:
-        return cast(Pinged | Failure, await self._run(self.core.ping(endpoint)))
+        return cast(Pinged | Failure, await self._run(lambda: self.core.ping(endpoint)))
 
     def close(self) -> None:
         self._driver.close()
 
-    async def _run(self, handle: int) -> Any:
-        return await self._driver.operation(handle)
+    async def _run(self, start: Callable[[], int]) -> Any:
+        # The core knows the time only from its last input: bring it up to date
+        # first, or an idle client's deadlines would already lie in the past.
+        self.core.now = time.time()
+        return await self._driver.operation(start())
 
     async def _address_tokens(self, record: ServiceRecord) -> tuple[bytes, ...] | Failure:
         """Tokens for the record's addresses that the replicas will not observe."""
