@@ -21,6 +21,7 @@ from ref.chord.exchange import (
     LookupResult,
     Procedure,
     RandomSource,
+    endpoint_text,
 )
 from ref.chord.framing import Framing
 from ref.chord.ring import Peer, id_of
@@ -102,7 +103,7 @@ class Client(Engine):
     def _ping(self, endpoint: Endpoint) -> Procedure:
         reply = yield Call(endpoint, Ping())
         if reply is None:
-            return Failure(ErrorCode.INTERNAL_ERROR, f"no answer from {_text(endpoint)}")
+            return _no_answer(endpoint)
         body = reply.body
         if not isinstance(body, Pong):
             return _failure(body)
@@ -155,7 +156,7 @@ class Client(Engine):
         for _ in range(2):  # a second time with the token the ERROR carried (DHT-AMP-4)
             reply = yield Call(endpoint, Status())
             if reply is None:
-                return Failure(ErrorCode.INTERNAL_ERROR, f"no answer from {_text(endpoint)}")
+                return _no_answer(endpoint)
             body = reply.body
             if isinstance(body, StatusResponse):
                 try:
@@ -168,6 +169,10 @@ class Client(Engine):
         return Failure(ErrorCode.ADDRESS_NOT_VALIDATED, "the node refused our token")
 
 
+def _no_answer(endpoint: Endpoint) -> Failure:
+    return Failure(ErrorCode.INTERNAL_ERROR, f"no answer from {endpoint_text(endpoint)}")
+
+
 def _failure(body: object) -> Failure:
     if isinstance(body, Error):
         try:
@@ -176,7 +181,3 @@ def _failure(body: object) -> Failure:
             code = ErrorCode.INTERNAL_ERROR
         return Failure(code, body.reason.decode("utf-8", errors="replace"))
     return Failure(ErrorCode.MALFORMED, f"unexpected answer {type(body).__name__}")
-
-
-def _text(endpoint: Endpoint) -> str:
-    return f"[{endpoint.address}]:{endpoint.port}"

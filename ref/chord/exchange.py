@@ -62,6 +62,8 @@ _RESPONSE_TYPE = {
     kind: MessageType(kind.value | 0x80) for kind in MessageType if kind.value < 0x80
 }
 _NO_TOKEN = bytes(TOKEN_LENGTH)
+#: Blocks whose newest verified record a requester remembers (DHT-RES-7).
+_NEWEST_LIMIT = 4096
 
 
 class RandomSource(Protocol):
@@ -179,6 +181,7 @@ class Engine:
         self._pending: dict[bytes, _Pending] = {}
         self._peer_tokens: dict[Endpoint, tuple[bytes, float]] = {}
         self._handles = itertools.count(1)
+        self._newest: dict[bytes, ServiceRecord] = {}
 
     # --- the sans-IO interface ---------------------------------------------------
 
@@ -236,7 +239,8 @@ class Engine:
     def drop(self, code: ErrorCode, reason: str, source: Endpoint | None = None) -> None:
         """Count and log a dropped message (DHT-ERR-4)."""
         self.counters[f"drop.{code.name}"] += 1
-        self.log("drop", code=code.name, reason=reason, source=_text(source))
+        where = endpoint_text(source) if source is not None else None
+        self.log("drop", code=code.name, reason=reason, source=where)
 
     def log(self, event: str, **fields: Any) -> None:
         if self._log is not None:
@@ -420,7 +424,6 @@ class Engine:
         hops = 0
         last_refer: list[Peer] = []
         not_found_from: Peer | None = None
-        best: ServiceRecord | None = None
         while True:
             if not_found_from is not None:
                 # DHT-RES-4: confirm NOT_FOUND with a second member of the replica set.
@@ -451,10 +454,9 @@ class Engine:
             if body.status is ResolveStatus.FOUND:
                 record = body.record
                 assert record is not None
-                if not self.record_acceptable(record, base, owner_key, service_id):
+                if not self.record_acceptable(record, base, owner_key):
                     continue  # DHT-RES-5: as if the node had not answered
-                if best is not None and record.sequence < best.sequence:
-                    record = best  # DHT-RES-7
+                record = self._newest_seen(record)
                 if record.is_tombstone:
                     return NotRegistered(hops, record)  # DHT-RES-6
                 return Found(record, hops)
@@ -478,14 +480,20 @@ class Engine:
                 if node.key not in queried:
                     pool.setdefault(node.key, node)
 
+    def _newest_seen(self, record: ServiceRecord) -> ServiceRecord:
+        """DHT-RES-7: a verified record is never replaced by one of lower Sequence."""
+        seen = self._newest.get(record.service_id)
+        if seen is not None and seen.expires_at > self.now and seen.sequence > record.sequence:
+            return seen
+        if len(self._newest) >= _NEWEST_LIMIT:
+            self._newest.clear()
+        self._newest[record.service_id] = record
+        return record
+
     def record_acceptable(
-        self,
-        record: ServiceRecord,
-        base: bytes,
-        owner_key: bytes | None,
-        service_id: bytes,
+        self, record: ServiceRecord, base: bytes, owner_key: bytes | None
     ) -> bool:
-        """The client's checks of DHT-RES-5 on a record received for ``service_id``."""
+        """The client's checks of DHT-RES-5 on a record received for the block ``base``."""
         if record.service_id != base:
             return False
         if record.expires_at <= self.now or record.issued_at > self.now + MAX_CLOCK_SKEW:
@@ -510,12 +518,6 @@ def _closest_unqueried(pool: dict[bytes, Peer], queried: set[bytes], target: int
         if best is None or gap < best_distance:
             best, best_distance = peer, gap
     return best
-
-
-def _text(endpoint: Endpoint | None) -> str | None:
-    if endpoint is None:
-        return None
-    return f"[{endpoint.address}]:{endpoint.port}"
 
 
 def endpoint_text(endpoint: Endpoint) -> str:

@@ -35,7 +35,9 @@ from ref.chord.exchange import (
     Call,
     Engine,
     Failure,
+    Found,
     LookupResult,
+    NotRegistered,
     Procedure,
     RandomSource,
     endpoint_text,
@@ -570,7 +572,7 @@ class Node(Engine):
     def resolve(self, service_id: bytes, owner_key: bytes | None = None) -> int:
         """Resolve in return mode; completes with Found, NotRegistered or Failure."""
         target = id_of(block_base(service_id))
-        candidates = [self.me, *self.lookup_candidates(target)]
+        candidates = self.lookup_candidates(target)
         return self.start_operation(self._resolve(service_id, candidates, owner_key))
 
     def _resolve(
@@ -578,14 +580,13 @@ class Node(Engine):
     ) -> Procedure:
         base = block_base(service_id)
         record = self.store.get(base, self.now) or self.cache.get(base, self.now)
-        if record is not None and self.record_acceptable(record, base, owner_key, service_id):
-            from ref.chord.exchange import Found, NotRegistered
-
+        if record is not None and self.record_acceptable(record, base, owner_key):
             return NotRegistered(0, record) if record.is_tombstone else Found(record, 0)
-        result = yield from self.resolve_walk(service_id, candidates[1:], owner_key)
-        record = getattr(result, "record", None) or getattr(result, "tombstone", None)
-        if record is not None:
-            self.cache.put(record, self.now)  # DHT-CACHE-1
+        result = yield from self.resolve_walk(service_id, candidates, owner_key)
+        if isinstance(result, Found):
+            self.cache.put(result.record, self.now)  # DHT-CACHE-1
+        elif isinstance(result, NotRegistered) and result.tombstone is not None:
+            self.cache.put(result.tombstone, self.now)
         return result
 
     # --- membership and replica sets (Section 6.8) ---------------------------------------
@@ -703,7 +704,7 @@ class Node(Engine):
 
     def _set_successors(self, successors: list[Peer]) -> None:
         old = self.successors
-        if [p.key for p in old] == [p.key for p in successors] and old == successors:
+        if old == successors:
             return
         self.successors = successors
         self._after_change(self.predecessors, old)

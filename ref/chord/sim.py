@@ -25,7 +25,7 @@ from ref.chord.client import Client
 from ref.chord.exchange import Datagram, RandomSource
 from ref.chord.framing import Frame, ObjectFraming, datagram_size
 from ref.chord.node import Node, NodeConfig, NodeState
-from ref.chord.ring import RING, Peer, distance, node_id_of
+from ref.chord.ring import RING, distance, node_id_of
 from ref.wire.constants import DEFAULT_PORT
 from ref.wire.sal import Endpoint
 
@@ -326,10 +326,10 @@ def install_ideal_state(network: Network, fingers: bool = True) -> None:
     for node in members:
         r = node.config.successors
         k = node.config.replicas
-        node.successors = [_peer(n) for n in truth.successors(node, min(r, len(members) - 1))]
+        node.successors = [n.me for n in truth.successors(node, min(r, len(members) - 1))]
         index = truth.ids.index(node.id)
         node.predecessors = [
-            _peer(truth.nodes[(index - step) % len(members)])
+            truth.nodes[(index - step) % len(members)].me
             for step in range(1, min(k, len(members) - 1) + 1)
         ]
         node.fingers = {}
@@ -338,11 +338,7 @@ def install_ideal_state(network: Network, fingers: bool = True) -> None:
             for i in range(lowest, 256):
                 found = truth.successor((node.id + (1 << i)) % RING)
                 if found.key != node.key:
-                    node.fingers[i] = _peer(found)
-
-
-def _peer(node: Node) -> Peer:
-    return node.me
+                    node.fingers[i] = found.me
 
 
 def _name(node: Node) -> str:

@@ -671,3 +671,54 @@ def test_ring_forms_and_lookups_succeed_with_five_percent_loss() -> None:
         # Three lost attempts in a row make a live peer look failed (DHT-RING-10),
         # and until the next rounds repair the lists a node may answer for it.
         assert result.nodes[0].key == truth.successor(target).key or ring_is_exact(net)
+
+
+def test_a_resolver_never_goes_back_to_a_lower_sequence() -> None:
+    """DHT-RES-7: after a verified record, an answer of lower Sequence is not taken.
+
+    Every replica is made to hold an older record of the block (as after a
+    rollback); the client, which has seen the newer one, keeps it.
+    """
+    rng = random.Random(11)
+    net = Network(rng)
+    nodes = []
+    for _ in range(10):
+        node = net.add_node(start=False)
+        node.successors = [node.me]
+        node._become_member()
+        net.flush(node)
+        nodes.append(node)
+    install_ideal_state(net)
+    owner = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
+    service_id = service_id_for_name("rollback.example")
+    client = net.add_client([nodes[0].endpoint])
+
+    def record(sequence: int) -> ServiceRecord:
+        return sign_record(
+            ServiceRecord(
+                service_id=service_id,
+                owner_key=b"",
+                sequence=sequence,
+                issued_at=int(net.now),
+                lifetime=3600,
+                flags=RecordFlags(0),
+                endpoints=(RecordEndpoint(client.endpoint.address, 7000),),
+            ),
+            owner,
+        )
+
+    assert isinstance(net.run_operation(client, lambda: client.register(record(5))), Stored)
+    net.run_for(10.0)
+    first = net.run_operation(client, lambda: client.resolve(service_id))
+    assert isinstance(first, Found) and first.record.sequence == 5
+    older = record(3)
+    for node in nodes:
+        if node.store.remove(service_id) is not None:
+            node.store.offer(
+                older, net.now, verify=lambda r: True, responsible=lambda s: True
+            )
+    again = net.run_operation(client, lambda: client.resolve(service_id))
+    assert isinstance(again, Found) and again.record.sequence == 5
+    fresh = net.add_client([nodes[0].endpoint])
+    other = net.run_operation(fresh, lambda: fresh.resolve(service_id))
+    assert isinstance(other, Found) and other.record.sequence == 3  # the rollback is real
