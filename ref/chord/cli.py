@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ref.chord.aio import DhtClient, NodeServer, start_node
 from ref.chord.exchange import Failure, Found, NotRegistered
 from ref.chord.node import NodeConfig
+from ref.cli_args import EXIT_USAGE, OneLineParser, host_port
 from ref.keys import KeyFileError, load_key, load_or_create_key, public_key_text
 from ref.wire.constants import (
     BLOCK_SIZE,
@@ -41,7 +42,6 @@ from ref.wire.sal import Endpoint
 EXIT_OK = 0
 EXIT_NOT_REGISTERED = 1  # serval-dht resolve
 EXIT_CANNOT_LISTEN = 1  # serval-node
-EXIT_USAGE = 2
 EXIT_NO_ANSWER = 3
 EXIT_REFUSED = 4
 EXIT_INTERRUPTED = 130
@@ -52,47 +52,15 @@ LEAVE_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 10.0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``PROG: error: MESSAGE (see --help)``, status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 # --- argument types ------------------------------------------------------------------
 
 
-def _host_port(text: str, *, port_zero: bool = False) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` with an IP literal."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if ipaddress.ip_address(_checked_ip(host, text)).version != 6:
-            raise argparse.ArgumentTypeError(f"{text!r}: brackets are for IPv6 addresses")
-    elif ":" in host:
-        raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
-    host = _checked_ip(host, text)
-    if not port_text.isdigit() or not (0 if port_zero else 1) <= int(port_text) <= 65535:
-        low = 0 if port_zero else 1
-        raise argparse.ArgumentTypeError(f"{text!r}: the port is a number from {low} to 65535")
-    return host, int(port_text)
-
-
-def _checked_ip(host: str, text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not an IP address") from None
-
-
 def listen_address(text: str) -> tuple[str, int]:
-    return _host_port(text, port_zero=True)
+    return host_port(text, port_zero=True)
 
 
 def endpoint(text: str) -> Endpoint:
-    host, port = _host_port(text)
+    host, port = host_port(text)
     return Endpoint(ipaddress.ip_address(host), port)
 
 
@@ -192,7 +160,7 @@ arguments or an unusable key file.
 
 
 def node_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="serval-node",
         description="Run a ServalDHT ring member on one UDP port.",
         epilog=NODE_EPILOG,
@@ -421,9 +389,9 @@ exit status:
 
 
 def dht_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = OneLineParser(add_help=False)
     _common_options(common, argparse.SUPPRESS)
-    parser = _Parser(
+    parser = OneLineParser(
         prog="serval-dht",
         description="Register, resolve and inspect names in a ServalDHT ring.",
         epilog=DHT_EPILOG,

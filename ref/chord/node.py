@@ -966,7 +966,14 @@ class Node(Engine):
         def describe(peers: Iterable[Peer]) -> list[str]:
             return [f"{id_bytes(p.id).hex()[:16]}@{endpoint_text(p.endpoint)}" for p in peers]
 
+        config = self.config
         return {
+            # First, so that they survive the 1,024-byte cut: what a conformance
+            # harness needs to know about this node (draft Appendix C).
+            "features": ["dht", "counters"] + (["forward"] if config.forward_mode else []),
+            "stabilize_interval": config.stabilize_interval,
+            "replicas": config.replicas,
+            "rate_limit": [config.rate, config.burst],
             "node_id": id_bytes(self.id).hex(),
             "endpoint": endpoint_text(self.me.endpoint),
             "state": self.state.value,

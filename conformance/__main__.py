@@ -1,0 +1,5 @@
+"""``python -m conformance`` is ``serval-conform``."""
+
+from conformance.cli import entry
+
+entry()
