@@ -138,7 +138,11 @@ def select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Ca
 
 
 def _list(cases: Sequence[Case], console: Console) -> None:
-    table = Table("case", "section", "requirements", "title", box=None)
+    table = Table(box=None)
+    table.add_column("case", no_wrap=True, min_width=max((len(c.id) for c in cases), default=4))
+    table.add_column("section")
+    table.add_column("requirements")
+    table.add_column("title")
     for case in cases:
         table.add_row(case.id, case.section, " ".join(case.requirements), case.title)
     console.print(table)
