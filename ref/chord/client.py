@@ -24,13 +24,18 @@ from ref.chord.exchange import (
     endpoint_text,
 )
 from ref.chord.framing import Framing
-from ref.chord.ring import Peer, id_of
+from ref.chord.ring import Peer, distance, id_of
 from ref.wire.constants import KEY_LENGTH, REQUEST_TIMEOUT_DHT
 from ref.wire.dht import Error, Ping, Pong, Status, StatusResponse, Store, StoreResponse
 from ref.wire.errors import ErrorCode
 from ref.wire.ids import block_base
 from ref.wire.records import ServiceRecord
 from ref.wire.sal import Endpoint
+
+#: How many learned ring members a client keeps (a 32-byte key and an endpoint each).
+ROUTING_CACHE_SIZE = 1024
+#: Seconds an unanswering node stays out of the cache: the ring repairs its lists by then.
+SILENT_PEER_HOLDOFF = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,31 @@ class Client(Engine):
         )
         self.nodes = list(nodes)
         self.known: dict[Endpoint, Peer] = {}
+        #: Ring members learned from earlier answers, oldest first (DHT-RES-10).
+        self.routing: dict[bytes, Peer] = {}
+        #: Nodes that left a query unanswered, kept out of the cache until then.
+        self.silent_until: dict[bytes, float] = {}
+
+    # --- the routing cache (DHT-RES-10) ------------------------------------------------
+
+    def learned(self, peers: Sequence[Peer]) -> None:
+        for peer in peers:
+            if self.silent_until.get(peer.key, 0.0) > self.now:
+                continue  # others still name a node that just failed to answer us
+            self.routing.pop(peer.key, None)
+            self.routing[peer.key] = peer
+        while len(self.routing) > ROUTING_CACHE_SIZE:
+            del self.routing[next(iter(self.routing))]
+
+    def unanswered(self, peer: Peer) -> None:
+        self.routing.pop(peer.key, None)
+        if len(self.silent_until) >= ROUTING_CACHE_SIZE:
+            self.silent_until = {k: t for k, t in self.silent_until.items() if t > self.now}
+        self.silent_until[peer.key] = self.now + SILENT_PEER_HOLDOFF
+
+    def believed_replica(self, target: int) -> Peer | None:
+        """The first cached node at or after ``target``: successor(target) if the cache is right."""
+        return min(self.routing.values(), key=lambda p: distance(target, p.id), default=None)
 
     # --- operations ------------------------------------------------------------------
 
@@ -124,13 +154,15 @@ class Client(Engine):
         seeds = yield from self._seeds()
         if not seeds:
             return Failure(ErrorCode.INTERNAL_ERROR, "no configured node answers")
-        return (yield from self.lookup_walk(target, seeds))
+        return (yield from self.lookup_walk(target, [*seeds, *self.routing.values()]))
 
     def _resolve(self, service_id: bytes, owner_key: bytes | None) -> Procedure:
         seeds = yield from self._seeds()
         if not seeds:
             return Failure(ErrorCode.INTERNAL_ERROR, "no configured node answers")
-        return (yield from self.resolve_walk(service_id, seeds, owner_key))
+        return (
+            yield from self.resolve_walk(service_id, [*seeds, *self.routing.values()], owner_key)
+        )
 
     def _register(self, record: ServiceRecord, tokens: tuple[bytes, ...]) -> Procedure:
         result = yield from self._lookup(id_of(block_base(record.service_id)))

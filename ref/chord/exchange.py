@@ -58,9 +58,7 @@ from ref.wire.sal import Endpoint, SalPacket
 
 Datagram: TypeAlias = bytes | Frame
 _ERROR = MessageType.ERROR
-_RESPONSE_TYPE = {
-    kind: MessageType(kind.value | 0x80) for kind in MessageType if kind.value < 0x80
-}
+_RESPONSE_TYPE = {kind: MessageType(kind.value | 0x80) for kind in MessageType if kind.value < 0x80}
 _NO_TOKEN = bytes(TOKEN_LENGTH)
 #: Blocks whose newest verified record a requester remembers (DHT-RES-7).
 _NEWEST_LIMIT = 4096
@@ -234,6 +232,16 @@ class Engine:
     def peer_failed(self, key: bytes) -> None:
         """A request with retries went unanswered: the peer is failed (DHT-RING-10)."""
 
+    def learned(self, peers: Sequence[Peer]) -> None:
+        """Nodes named in an answer to a walk; a client may keep them (DHT-RES-10)."""
+
+    def unanswered(self, peer: Peer) -> None:
+        """A walk's query to ``peer`` went unanswered."""
+
+    def believed_replica(self, target: int) -> Peer | None:
+        """The node this engine believes to be successor(target), to ask first (DHT-RES-10)."""
+        return None
+
     # --- counting and logging ------------------------------------------------------
 
     def drop(self, code: ErrorCode, reason: str, source: Endpoint | None = None) -> None:
@@ -394,10 +402,13 @@ class Engine:
                 # DHT-AMP-4: the whole list, with the token that came with the cut one;
                 # its later entries are the fallbacks when the first have failed.
                 reply = (yield query) or reply
+            if reply is None:
+                self.unanswered(peer)
             body = reply.body if reply is not None else None
             if not isinstance(body, FindSuccessorResponse):
                 continue  # DHT-LOOKUP step 5: timeout or ERROR, next candidate
             nodes = [Peer.from_info(info) for info in body.nodes]
+            self.learned(nodes)
             if body.status is LookupStatus.DONE:
                 return LookupResult(tuple(nodes), hops)
             referrals += 1
@@ -424,8 +435,12 @@ class Engine:
         hops = 0
         last_refer: list[Peer] = []
         not_found_from: Peer | None = None
+        first = self.believed_replica(target)
         while True:
-            if not_found_from is not None:
+            if first is not None:
+                # DHT-RES-10: start at the node believed to hold the record.
+                peer, first = first, None
+            elif not_found_from is not None:
                 # DHT-RES-4: confirm NOT_FOUND with a second member of the replica set.
                 second = next((p for p in last_refer if p.key not in queried), None)
                 if second is None:
@@ -448,6 +463,8 @@ class Engine:
                 # The answer was too large for an unvalidated source (DHT-AMP-1); the
                 # ERROR carried a token, so the same query is repeated with it.
                 reply = yield Call(peer.endpoint, Resolve(service_id), key=peer.key, retries=0)
+            if reply is None:
+                self.unanswered(peer)
             body = reply.body if reply is not None else None
             if not isinstance(body, ResolveResponse):
                 continue
@@ -472,6 +489,7 @@ class Engine:
                         last_refer = list(lookup.nodes)
                 continue
             nodes = [Peer.from_info(info) for info in body.nodes]
+            self.learned(nodes)
             last_refer = nodes
             referrals += 1
             if referrals >= MAX_LOOKUP_REFERRALS:

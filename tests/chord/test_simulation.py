@@ -27,7 +27,7 @@ from ref.chord.node import Left, Node, NodeConfig, NodeState
 from ref.chord.ring import distance, id_bytes, id_of, in_closed_open, node_id_of
 from ref.chord.sim import Network, Truth, install_ideal_state, ring_is_exact, ring_problems
 from ref.wire.errors import ErrorCode
-from ref.wire.ids import service_id_for_name
+from ref.wire.ids import block_base, service_id_for_name
 from ref.wire.records import RecordEndpoint, RecordFlags, ServiceRecord, sign_record
 
 ALICE = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
@@ -722,3 +722,48 @@ def test_a_resolver_never_goes_back_to_a_lower_sequence() -> None:
     fresh = net.add_client([nodes[0].endpoint])
     other = net.run_operation(fresh, lambda: fresh.resolve(service_id))
     assert isinstance(other, Found) and other.record.sequence == 3  # the rollback is real
+
+
+def test_a_client_that_keeps_learned_nodes_resolves_in_one_round_trip() -> None:
+    """DHT-RES-10: after a few walks, the first RESOLVE goes to the record's first replica.
+
+    When that node fails, the walk falls back to the candidates and the dead
+    node leaves the client's cache.
+    """
+    rng = random.Random(21)
+    net = ideal_ring(rng, 30)
+    owner = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+    nodes = net.members()
+    client = net.add_client([nodes[0].endpoint])
+    names = [service_id_for_name(f"svc{i}.example") for i in range(12)]
+    for service_id in names:
+        record = sign_record(
+            ServiceRecord(
+                service_id=service_id,
+                owner_key=b"",
+                sequence=1,
+                issued_at=int(net.now),
+                lifetime=3600,
+                flags=RecordFlags(0),
+                endpoints=(RecordEndpoint(client.endpoint.address, 7000),),
+            ),
+            owner,
+        )
+        assert isinstance(run(net, client, lambda r=record: client.register(r)), Stored)
+    net.run_for(5.0)
+    first_pass = [run(net, client, lambda s=s: client.resolve(s)) for s in names]
+    assert all(isinstance(r, Found) for r in first_pass)
+    second_pass = [run(net, client, lambda s=s: client.resolve(s)) for s in names]
+    assert [r.hops for r in second_pass] == [1] * len(names)
+    fresh = net.add_client([nodes[0].endpoint])
+    cold = [run(net, fresh, lambda s=s: fresh.resolve(s)) for s in names]
+    assert sum(r.hops for r in cold) > len(names)  # without learned nodes, walks are longer
+
+    service_id = names[0]
+    believed = client.believed_replica(id_of(block_base(service_id)))
+    assert believed is not None
+    victim = next(n for n in nodes if n.key == believed.key)
+    net.fail(victim)
+    result = run(net, client, lambda: client.resolve(service_id))
+    assert isinstance(result, Found) and result.hops > 1
+    assert victim.key not in client.routing
