@@ -53,7 +53,7 @@ class ForwardMode:
             and control.flags & ControlFlags.SYN
             and not control.flags & ControlFlags.ACK
         )
-        is_datagram = control is None and packet.protocol == TransportProtocol.DATAGRAM
+        is_datagram = control is None  # of any Protocol value: SAL-HDR-3
         service_id = packet.destination_service
         if packet.destination_flow_id or service_id is None or not (is_syn or is_datagram):
             # SAL-FWD-1: routers carry only SYNs and unconnected datagrams.
