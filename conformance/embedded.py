@@ -32,6 +32,7 @@ def node_command(key: Path, *extra: str) -> list[str]:
         str(key),
         "--stabilize-interval",
         str(STABILIZE_INTERVAL),
+        "--forward-mode",  # so that the forward-mode cases (Section 6.9.3) run
         *extra,
     ]
 

@@ -224,6 +224,11 @@ def node_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--forward-mode",
+        action="store_true",
+        help="also act as a SAL service router for unregistered serviceIDs (draft 6.9.3)",
+    )
+    parser.add_argument(
         "--log-json",
         action="store_true",
         help="write the node's protocol events to standard error as JSON lines",
@@ -244,6 +249,7 @@ def node_main(argv: Sequence[str] | None = None) -> NoReturn:
             fix_fingers_interval=2 * args.stabilize_interval,
             rate=args.rate_limit,
             burst=2 * args.rate_limit,
+            forward_mode=args.forward_mode,
         )
     except ServalError as error:
         parser.error(_message(error))

@@ -980,11 +980,11 @@ class Node(Engine):
             "records": len(self.store),
             "cached": len(self.cache),
             "fingers": len({p.key for p in self.fingers.values()}),
+            # Before the lists: report_json drops members from the end to fit 1,024
+            # bytes, and conformance harnesses read the counters (Appendix C).
+            "counters": dict(sorted(self.counters.items())),
             "predecessors": describe(self.predecessors),
             "successors": describe(self.successors),
-            # Last: report_json drops members from the end to fit 1,024 bytes, and the
-            # counters grow with every new code while the lists are bounded.
-            "counters": dict(sorted(self.counters.items())),
         }
 
 
