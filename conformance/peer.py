@@ -394,7 +394,12 @@ class DhtPeer:
         self.send_payload(encode_dht(reply), request.source)
 
     def leave(self, successor: NodeInfo) -> Received | None:
-        """Leave the target's ring gracefully (a signed LEAVE, Section 6.4.8)."""
+        """Leave the target's ring gracefully (a signed LEAVE, Section 6.4.8).
+
+        A node that has left stops answering (Section 6.4.8): an answer to a
+        stabilization request sent just before the LEAVE would put it back.
+        """
+        self.responder = None
         successors = tuple(self.successors) or (successor,)
         return self.request(Leave(predecessor=self.predecessor, successors=successors), sign=True)
 
