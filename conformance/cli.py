@@ -9,9 +9,11 @@ start included).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from conformance import report
+from conformance import differential, fuzz, report
 from conformance.cases import all_cases
+from conformance.context import Target
 from conformance.embedded import reference_node
-from conformance.model import Case, CaseResult, HarnessError, Verdict
+from conformance.model import Case, CaseResult, GroupResult, HarnessError, Verdict
 from conformance.peer import Address, Capture
 from conformance.requirements import requirements
 from conformance.runner import Run, alive, run
@@ -106,7 +109,46 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write every datagram as pcapng, annotated with case and verdict",
     )
+    parser.add_argument(
+        "--fuzz",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="after the cases, send N structure-aware mutated datagrams (group fuzz)",
+    )
+    parser.add_argument(
+        "--replay-hex",
+        type=_hex,
+        metavar="HEX",
+        help="send this one datagram (a fuzz finding) and judge it with the fuzz oracle",
+    )
+    parser.add_argument(
+        "--against",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="differential mode: run the same cases (and fuzz) here too and report differences",
+    )
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of datagrams")
+    return value
+
+
+def _hex(text: str) -> bytes:
+    try:
+        data = fuzz.parse_hex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a hexadecimal datagram") from None
+    if not data:
+        raise argparse.ArgumentTypeError("an empty datagram")
+    return data
 
 
 def _positive(text: str) -> float:
@@ -154,7 +196,12 @@ def _list(cases: Sequence[Case], console: Console) -> None:
     )
 
 
-def _summary(result: Run, cases: Sequence[Case], console: Console, target: str) -> None:
+def _summary(
+    result: Run,
+    cases: Sequence[Case],
+    console: Console,
+    target: str,
+) -> None:
     table = Table("case", "verdict", "requirements", "why", title="serval-conform", box=None)
     for r in result.results:
         if r.verdict == Verdict.PASS:
@@ -188,13 +235,21 @@ def _summary(result: Run, cases: Sequence[Case], console: Console, target: str) 
         console.print(f"[bold red]the target stopped answering after group {group}[/]")
     for r in result.results:
         if r.verdict in (Verdict.FAIL, Verdict.WARN):
-            console.print(f"replay: {report.replay_command(r, target)}")
+            console.print(f"replay: {report.replay_command(r, target)}", soft_wrap=True)
     console.print(f"verdict: [{_COLOURS[result.verdict]}]{result.verdict.value}[/]")
 
 
-def _write(args: argparse.Namespace, result: Run, cases: Sequence[Case], target: str) -> None:
+def _write(
+    args: argparse.Namespace,
+    outcome: _Outcome,
+    target: str,
+    extra: dict[str, object] | None = None,
+) -> None:
+    result, cases = outcome.run, outcome.cases
     if args.json:
-        args.json.write_text(json.dumps(report.to_json(result, cases, target), indent=1) + "\n")
+        data = report.to_json(result, cases, target)
+        data.update(extra or {})
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     if args.junit:
         args.junit.write_bytes(report.to_junit(result, target))
     if args.html:
@@ -210,14 +265,95 @@ def _text(address: Address) -> str:
     return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
 
 
+@dataclasses.dataclass
+class _Outcome:
+    """One target's run: the cases, then the fuzz campaign if asked for."""
+
+    run: Run
+    cases: list[Case]  # the selected cases and the fuzz cases the campaign made
+    campaign: fuzz.Campaign | None = None
+
+
+def _rate_limit(result: Run) -> tuple[float, float] | None:
+    declared = result.target.report.get("rate_limit")
+    if (
+        isinstance(declared, list)
+        and len(declared) == 2
+        and all(isinstance(v, int | float) and v > 0 for v in declared)
+    ):
+        return float(declared[0]), float(declared[1])
+    return None
+
+
+def _test(
+    args: argparse.Namespace,
+    cases: Sequence[Case],
+    address: Address,
+    capture: Capture,
+    bar: Progress,
+    now: int,
+) -> _Outcome:
+    name = _text(address)
+    task = bar.add_task(f"{name} starting", total=len(cases))
+
+    def advance(result: CaseResult, done: int, total: int) -> None:
+        bar.update(task, completed=done, description=f"{name} {result.case.group}")
+
+    result = run(
+        cases,
+        address,
+        seed=args.seed,
+        timeout=args.timeout,
+        strict=args.strict,
+        progress=advance,
+        capture=capture,
+    )
+    outcome = _Outcome(result, list(cases))
+    if args.fuzz:
+        fuzz_task = bar.add_task(f"{name} fuzz", total=args.fuzz)
+        fuzzer = fuzz.Fuzzer(
+            address,
+            capture,
+            seed=args.seed,
+            timeout=args.timeout,
+            rate_limit=_rate_limit(result),
+            now=now,
+        )
+        campaign = fuzzer.run(
+            args.fuzz, progress=lambda done, total: bar.update(fuzz_task, completed=done)
+        )
+        fuzz_results = fuzz.results(campaign, name)
+        result.results.extend(fuzz_results)
+        result.groups.append(
+            GroupResult("fuzz", campaign.alive_before, campaign.dead_after is None)
+        )
+        result.duration += campaign.duration
+        outcome.campaign = campaign
+        outcome.cases += [r.case for r in fuzz_results]
+    return outcome
+
+
+def _fuzz_line(console: Console, campaign: fuzz.Campaign) -> None:
+    console.print(
+        f"fuzz: {campaign.sent} datagrams in {campaign.duration:.1f} s "
+        f"({campaign.rate:.0f} datagrams/s), {len(campaign.findings)} findings shrunk"
+    )
+
+
 def execute(
     args: argparse.Namespace, cases: Sequence[Case], address: Address, console: Console
 ) -> int:
     target = _text(address)
+    if args.replay_hex is not None:
+        return _replay(args, address, console)
     capture = Capture()
-    if not alive(address, capture, args.timeout):
-        console.print(f"serval-conform: error: no PONG from {target}: is a ServalDHT node there?")
-        return EXIT_USAGE
+    for where in [address] + ([args.against] if args.against else []):
+        if not alive(where, capture, args.timeout):
+            text = _text(where)
+            console.print(f"serval-conform: error: no PONG from {text}: is a ServalDHT node there?")
+            return EXIT_USAGE
+    capture = Capture()
+    now = int(time.time())
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -226,23 +362,78 @@ def execute(
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task("starting", total=len(cases))
-
-        def advance(result: CaseResult, done: int, total: int) -> None:
-            bar.update(task, completed=done, description=result.case.group)
-
-        result = run(
-            cases,
-            address,
-            seed=args.seed,
-            timeout=args.timeout,
-            strict=args.strict,
-            progress=advance,
-            capture=capture,
+        outcome = _test(args, cases, address, capture, bar, now)
+        other = None
+        if args.against is not None:
+            other = _test(args, cases, args.against, Capture(), bar, now)
+    _summary(outcome.run, outcome.cases, console, target)
+    if outcome.campaign is not None:
+        _fuzz_line(console, outcome.campaign)
+    extra: dict[str, object] = {}
+    differences: list[differential.Difference] = []
+    if other is not None:
+        against = _text(args.against)
+        differences, diverged = differential.compare_runs(outcome.run, other.run)
+        if outcome.campaign is not None and other.campaign is not None:
+            differences += differential.compare_campaigns(outcome.campaign, other.campaign)
+        counts = Counter(r.verdict for r in other.run.results)
+        console.print(
+            f"against {against}: "
+            + ", ".join(f"[{_COLOURS[v]}]{counts[v]} {v.value}[/]" for v in Verdict)
+            + f", verdict [{_COLOURS[other.run.verdict]}]{other.run.verdict.value}[/]"
         )
-    _summary(result, cases, console, target)
-    _write(args, result, cases, target)
-    return EXIT_FAILED if result.exit_code() else EXIT_OK
+        if differences:
+            console.print(differential.table(differences, target, against))
+        console.print(f"{len(differences)} differences between {target} and {against}")
+        if diverged:
+            console.print(
+                f"{len(diverged)} cases sent the two targets different requests (their choices "
+                "depend on the target); only their verdicts were compared: " + ", ".join(diverged)
+            )
+        extra = {
+            "against": {
+                "target": against,
+                "verdict": other.run.verdict.value,
+                "cases": [{"id": r.case.id, "verdict": r.verdict.value} for r in other.run.results],
+            },
+            "differences": differential.to_json(differences),
+            "not_compared": diverged,
+        }
+    _write(args, outcome, target, extra)
+    failed = outcome.run.exit_code() or bool(differences)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _replay(args: argparse.Namespace, address: Address, console: Console) -> int:
+    """``--replay-hex``: one datagram, judged by the fuzz oracle, then a liveness check."""
+    target = _text(address)
+    capture = Capture()
+    if not alive(address, capture, args.timeout):
+        console.print(f"serval-conform: error: no PONG from {target}: is a ServalDHT node there?")
+        return EXIT_USAGE
+    started = time.monotonic()
+    datagram: bytes = args.replay_hex
+    answers, violations, still_alive = fuzz.replay(address, capture, datagram, timeout=args.timeout)
+    result = fuzz.replay_result(datagram, answers, violations, still_alive)
+    result.replay = fuzz.replay_command(target, datagram)
+    console.print(f"sent: {fuzz.expectation(datagram).reason}, {len(datagram)} bytes")
+    for entry in capture.of_case("fuzz.replay"):
+        console.print(entry.describe(), soft_wrap=True)
+    outcome = _Outcome(
+        Run(
+            target=Target(address, None),
+            seed=args.seed,
+            strict=args.strict,
+            results=[result],
+            groups=[GroupResult("fuzz", True, still_alive)],
+            capture=capture,
+            duration=time.monotonic() - started,
+        ),
+        [result.case],
+    )
+    _summary(outcome.run, outcome.cases, console, target)
+    _write(args, outcome, target)
+    return EXIT_FAILED if outcome.run.exit_code() else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

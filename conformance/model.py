@@ -96,6 +96,7 @@ class CaseResult:
     exchanges: list[dict[str, Any]]  # the datagrams of the case, for the report
     duration: float
     seed: int
+    replay: str = ""  # the command that replays it, when rerunning the case would not
 
     @property
     def failures(self) -> list[Finding]:

@@ -69,6 +69,9 @@ def must_coverage(rows: Sequence[Coverage]) -> tuple[int, int, int]:
 
 
 def replay_command(result: CaseResult, target: str) -> str:
+    """The one-line command that reproduces ``result``."""
+    if result.replay:
+        return result.replay
     return f"serval-conform --target {target} --case {result.case.id} --seed {result.seed}"
 
 
