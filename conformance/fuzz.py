@@ -52,7 +52,7 @@ import construct as cs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conformance.model import Case, CaseResult, Finding, Verdict, worst
-from conformance.peer import Address, Capture, DhtPeer, Wire
+from conformance.peer import Address, Capture, DhtPeer, Wire, dht_datagram
 from conformance.requirements import requirements
 from conformance.runner import alive
 from ref.wire import (
@@ -76,7 +76,6 @@ from ref.wire import (
     RemoteProtocolError,
     Replicate,
     Resolve,
-    SalPacket,
     ServiceRecord,
     Status,
     Store,
@@ -85,7 +84,6 @@ from ref.wire import (
     decode_dht,
     decode_sal,
     encode_dht,
-    encode_sal,
     internet_checksum,
     public_key_bytes,
     sign_record,
@@ -289,19 +287,6 @@ def bases(seed: int, now: int, local: str = "127.0.0.1") -> list[Base]:
     ]
 
 
-def base_datagram(payload: bytes) -> bytes:
-    """``payload`` in a SAL unconnected datagram to the ServalDHT serviceID (Section 6.2)."""
-    return encode_sal(
-        SalPacket(
-            source_flow_id=0,
-            destination_flow_id=0,
-            protocol=TransportProtocol.DATAGRAM,
-            destination_service=SERVALDHT_SERVICE_ID,
-            payload=payload,
-        )
-    )
-
-
 def fix_checksum(datagram: bytes) -> bytes:
     if len(datagram) < _SAL_HEADER:
         return datagram
@@ -330,7 +315,7 @@ def materialise(plan: Plan, bases: Sequence[Base], token: bytes = bytes(16)) -> 
             payload = mutation.apply(payload)
     if plan.resign and base.signer is not None:
         payload = resign(payload, base.signer)
-    datagram = base_datagram(payload)
+    datagram = dht_datagram(payload)
     wrong = False
     for mutation in plan.mutations:
         if mutation.layer == "sal":

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance import cli, differential, fuzz
+from conformance import cli, differential
 from conformance.cases import all_cases
 from conformance.fuzz import Fuzzer
-from conformance.peer import Capture
+from conformance.peer import Capture, dht_datagram
 from conformance.runner import run
 from ref.wire import DhtMessage, Error, ErrorCode, Ping, Status, StatusResponse, encode_dht
 
@@ -25,7 +25,7 @@ def _header_cases() -> list:  # type: ignore[type-arg]
 
 def test_normalise_masks_what_two_conforming_nodes_may_differ_in() -> None:
     def text(message: DhtMessage) -> str | None:
-        return differential.normalise(fuzz.base_datagram(encode_dht(message)))
+        return differential.normalise(dht_datagram(encode_dht(message)))
 
     one = DhtMessage(StatusResponse(b'{"a":1}'), bytes(8), sender_key=b"\x01" * 32)
     two = DhtMessage(StatusResponse(b'{"b":2}'), bytes(8), sender_key=b"\x02" * 32, token=b"t" * 16)

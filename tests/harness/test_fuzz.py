@@ -12,7 +12,7 @@ import pytest
 
 from conformance import cli, fuzz
 from conformance.fuzz import Edit, Fuzzer, Mutation, Plan
-from conformance.peer import Capture
+from conformance.peer import Capture, dht_datagram
 from ref.wire import (
     SERVALDHT_SERVICE_ID,
     DhtMessage,
@@ -109,7 +109,7 @@ def test_checksums_are_recomputed_unless_wrong_on_purpose() -> None:
 
 
 def _datagram(message: DhtMessage) -> bytes:
-    return fuzz.base_datagram(encode_dht(message))
+    return dht_datagram(encode_dht(message))
 
 
 def test_the_oracle() -> None:
