@@ -17,8 +17,9 @@ from ref.chord.framing import WireFraming, classify
 from ref.wire.constants import SERVALDHT_SERVICE_ID
 from ref.wire.errors import ErrorCode, RemoteProtocolError
 from ref.wire.sal import Control, ControlFlags, Endpoint, SalPacket, TransportProtocol, encode_sal
-from tests.chord.test_forward_mode import attach, register
-from tests.chord.test_forward_mode import ring as ring  # the fixture
+
+from .test_forward_mode import attach, register
+from .test_forward_mode import ring as ring  # the fixture
 
 SOMEONE = Endpoint(ipaddress.ip_address("127.0.0.1"), 4000)
 OTHER_SERVICE = bytes(range(32))
