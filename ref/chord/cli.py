@@ -348,7 +348,7 @@ def _short(node_id: bytes) -> str:
 
 
 def _status_line(report: dict[str, Any]) -> str:
-    counters: dict[str, int] = report.get("counters", {})
+    counters: dict[str, int] = report.get("counters", {}) | report.get("activity", {})
     drops = sum(v for k, v in counters.items() if k.startswith("drop."))
     errors = sum(v for k, v in counters.items() if k.startswith("error_sent."))
     requests = sum(v for k, v in counters.items() if k.startswith("request."))
@@ -588,7 +588,7 @@ async def _status(client: DhtClient, args: argparse.Namespace, key: None) -> int
 
 
 def _status_text(via: Endpoint, report: dict[str, Any]) -> str:
-    counters: dict[str, int] = report.get("counters", {})
+    counters: dict[str, int] = report.get("counters", {}) | report.get("activity", {})
     lines = [
         f"node {str(report.get('node_id', '?'))[:16]} at {endpoint_text(via)} "
         f"({report.get('state', '?')}), reports endpoint {report.get('endpoint', '?')}",
@@ -597,9 +597,9 @@ def _status_text(via: Endpoint, report: dict[str, Any]) -> str:
         f"  records       {report.get('records', 0)} stored, {report.get('cached', 0)} cached; "
         f"{report.get('fingers', 0)} distinct fingers",
     ]
-    if "counters" not in report:
-        lines.append("  counters      (left out to fit the report in 1,024 bytes)")
-    elif counters:
+    if "counters" not in report or "activity" not in report:
+        lines.append("  counters      (some left out to fit the report in 1,024 bytes)")
+    if counters:
         width = max(len(name) for name in counters)
         lines.append("  counters")
         lines.extend(f"    {name:<{width}}  {value}" for name, value in counters.items())

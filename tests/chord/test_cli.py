@@ -310,7 +310,7 @@ async def _register_resolve_unregister(servers: list[NodeServer], address: str) 
             assert report["state"] == "member"
             assert int(report["node_id"], 16) == server.node.id
             assert report["records"] == 1  # the tombstone
-            assert report["counters"]["request.STATUS"] >= 1
+            assert report["activity"]["request.STATUS"] >= 1
     finally:
         client.close()
 

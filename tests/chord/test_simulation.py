@@ -26,6 +26,7 @@ from ref.chord.exchange import Failure, Found, LookupResult, NotRegistered
 from ref.chord.node import Left, Node, NodeConfig, NodeState
 from ref.chord.ring import distance, id_bytes, id_of, in_closed_open, node_id_of
 from ref.chord.sim import Network, Truth, install_ideal_state, ring_is_exact, ring_problems
+from ref.wire.dht import Leave
 from ref.wire.errors import ErrorCode
 from ref.wire.ids import block_base, service_id_for_name
 from ref.wire.records import RecordEndpoint, RecordFlags, ServiceRecord, sign_record
@@ -767,3 +768,17 @@ def test_a_client_that_keeps_learned_nodes_resolves_in_one_round_trip() -> None:
     result = run(net, client, lambda: client.resolve(service_id))
     assert isinstance(result, Found) and result.hops > 1
     assert victim.key not in client.routing
+
+
+def test_a_rectify_candidate_that_leaves_or_fails_is_forgotten() -> None:
+    """A RECTIFY candidate waiting for the probe of the old predecessor is dropped when it
+    leaves or fails: the probe's end must not make a departed node the predecessor."""
+    net = ideal_ring(random.Random(4), 4)
+    node, other, third = net.members()[:3]
+    candidate = other.me
+    node._rectify_candidate = candidate
+    node._apply_leave(candidate, Leave(predecessor=None, successors=(node.me.info(),)))
+    assert node._rectify_candidate is None
+    node._rectify_candidate = third.me
+    node.peer_failed(third.key)
+    assert node._rectify_candidate is None
