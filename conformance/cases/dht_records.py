@@ -14,7 +14,6 @@ import time
 from conformance.cases import case
 from conformance.cases.dht_ring import (
     found,
-    is_error,
     record_for,
     refused,
     registrant,
@@ -22,6 +21,7 @@ from conformance.cases.dht_ring import (
     store,
 )
 from conformance.context import Context
+from conformance.expect import ErrorReply
 from conformance.model import HarnessError
 from conformance.peer import DhtPeer, Received
 from ref.wire import ErrorCode, Resolve, ResolveStatus, ServiceRecord, Store
@@ -125,13 +125,12 @@ def first_come_first_served(ctx: Context) -> None:
     for sequence, what in ((6, "a higher"), (5, "the same"), (1, "a lower")):
         other = record_for(ctx.key(), base, peer.wire.local, sequence=sequence)
         reply = store(peer, other)
-        ctx.require(
+        ctx.expect(
             "DHT-STORE-1",
-            is_error(reply, ErrorCode.NOT_OWNER),
-            f"a second owner's record with {what} Sequence for the block is refused NOT_OWNER "
-            "(check 6 comes before the sequence check 7)",
-            expected="ERROR NOT_OWNER",
-            actual=refused(reply),
+            reply,
+            ErrorReply(ErrorCode.NOT_OWNER),
+            detail=f"a second owner's record with {what} Sequence for the block is refused"
+            " NOT_OWNER (check 6 comes before the sequence check 7)",
         )
     ctx.require(
         "DHT-STORE-2",
@@ -157,12 +156,11 @@ def sequence_increases(ctx: Context) -> None:
     for sequence, what in ((10, "the same Sequence and other contents"), (9, "a lower Sequence")):
         other = record_for(owner, base, peer.wire.local, sequence=sequence, lifetime=300)
         reply = store(peer, other)
-        ctx.require(
+        ctx.expect(
             "DHT-STORE-1",
-            is_error(reply, ErrorCode.STALE_SEQUENCE),
-            f"the owner's record with {what} is refused STALE_SEQUENCE",
-            expected="ERROR STALE_SEQUENCE",
-            actual=refused(reply),
+            reply,
+            ErrorReply(ErrorCode.STALE_SEQUENCE),
+            detail=f"the owner's record with {what} is refused STALE_SEQUENCE",
         )
     again = store(peer, current)
     ctx.require(
@@ -218,12 +216,11 @@ def tombstone_kept(ctx: Context) -> None:
         actual=refused(answer),
     )
     squatter = store(peer, record_for(ctx.key(), base, peer.wire.local, sequence=3))
-    ctx.require(
+    ctx.expect(
         "DHT-REC-6",
-        is_error(squatter, ErrorCode.NOT_OWNER),
-        "while the tombstone is kept, another owner's record is refused NOT_OWNER",
-        expected="ERROR NOT_OWNER",
-        actual=refused(squatter),
+        squatter,
+        ErrorReply(ErrorCode.NOT_OWNER),
+        detail="while the tombstone is kept, another owner's record is refused NOT_OWNER",
     )
     back = record_for(owner, base, peer.wire.local, sequence=4)
     reply = store(peer, back)
@@ -309,12 +306,11 @@ def validation_order(ctx: Context) -> None:
     ]
     for record, code, what in steps:
         reply = store(peer, record)
-        ctx.require(
+        ctx.expect(
             "DHT-STORE-1",
-            is_error(reply, code),
-            f"{what}: ERROR {code.name}",
-            expected=f"ERROR {code.name}",
-            actual=refused(reply),
+            reply,
+            ErrorReply(code),
+            detail=f"{what}: ERROR {code.name}",
         )
     ctx.require(
         "DHT-STORE-2",
@@ -327,13 +323,12 @@ def validation_order(ctx: Context) -> None:
     data[60 + 4 + 31] |= 0x05  # the last byte of the record's Service ID; the signature breaks
     peer.send_raw(bytes(data))
     reply = peer.await_response(message.transaction_id)
-    ctx.require(
+    ctx.expect(
         "DHT-STORE-1",
-        is_error(reply, ErrorCode.BAD_SERVICE_ID),
-        "a record whose Service ID is not a block base (and whose signature therefore "
+        reply,
+        ErrorReply(ErrorCode.BAD_SERVICE_ID),
+        detail="a record whose Service ID is not a block base (and whose signature therefore "
         "fails): ERROR BAD_SERVICE_ID",
-        expected="ERROR BAD_SERVICE_ID",
-        actual=refused(reply),
     )
     # Checks 5 and 6 against a block held by the first owner.
     stored(ctx, peer, good, "the first owner's record")
@@ -351,12 +346,11 @@ def validation_order(ctx: Context) -> None:
         ),
     ):
         reply = store(peer, record)
-        ctx.require(
+        ctx.expect(
             "DHT-STORE-1",
-            is_error(reply, code),
-            f"{what}: ERROR {code.name}",
-            expected=f"ERROR {code.name}",
-            actual=refused(reply),
+            reply,
+            ErrorReply(code),
+            detail=f"{what}: ERROR {code.name}",
         )
     ctx.require(
         "DHT-STORE-2",
@@ -380,12 +374,11 @@ def owner_limit(ctx: Context) -> None:
         stored(ctx, peer, record, f"record {index + 1} of the owner")
     extra = record_for(owner, block(ctx), peer.wire.local, lifetime=30)
     reply = store(peer, extra)
-    ctx.require(
+    ctx.expect(
         "DHT-STORE-1",
-        is_error(reply, ErrorCode.LIMIT_EXCEEDED),
-        "a 65th block of one owner key is refused LIMIT_EXCEEDED (check 8)",
-        expected="ERROR LIMIT_EXCEEDED",
-        actual=refused(reply),
+        reply,
+        ErrorReply(ErrorCode.LIMIT_EXCEEDED),
+        detail="a 65th block of one owner key is refused LIMIT_EXCEEDED (check 8)",
     )
     newer = record_for(owner, records[0].service_id, peer.wire.local, sequence=2, lifetime=30)
     reply = store(peer, newer)
