@@ -274,17 +274,6 @@ class _Outcome:
     campaign: fuzz.Campaign | None = None
 
 
-def _rate_limit(result: Run) -> tuple[float, float] | None:
-    declared = result.target.report.get("rate_limit")
-    if (
-        isinstance(declared, list)
-        and len(declared) == 2
-        and all(isinstance(v, int | float) and v > 0 for v in declared)
-    ):
-        return float(declared[0]), float(declared[1])
-    return None
-
-
 def _test(
     args: argparse.Namespace,
     cases: Sequence[Case],
@@ -316,7 +305,7 @@ def _test(
             capture,
             seed=args.seed,
             timeout=args.timeout,
-            rate_limit=_rate_limit(result),
+            rate_limit=result.target.rate_limit,
             now=now,
         )
         campaign = fuzzer.run(
@@ -452,8 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.target is not None:
             return execute(args, cases, args.target, console)
         console.print("no --target: testing the reference node (python -m ref.chord)")
-        with reference_node() as address:
-            return execute(args, cases, address, console)
+        with reference_node() as node:
+            return execute(args, cases, node.address, console)
     except HarnessError as error:
         console.print(f"serval-conform: error: {error}")
         return EXIT_USAGE

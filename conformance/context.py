@@ -32,6 +32,17 @@ class Target:
         )
         interval = self.report.get("stabilize_interval")
         self.stabilize_interval = float(interval) if isinstance(interval, (int, float)) else 5.0
+        replicas = self.report.get("replicas")
+        self.replicas = replicas if isinstance(replicas, int) and 1 <= replicas <= 16 else 3
+        #: Requests per second and burst per source address.
+        self.rate_limit = (100.0, 200.0)
+        rate = self.report.get("rate_limit")
+        if (
+            isinstance(rate, list)
+            and len(rate) == 2
+            and all(isinstance(v, int | float) and v > 0 for v in rate)
+        ):
+            self.rate_limit = (float(rate[0]), float(rate[1]))
 
 
 class Context:
@@ -59,16 +70,17 @@ class Context:
 
     # --- peers ----------------------------------------------------------------------
 
-    def client(self) -> DhtPeer:
-        """A new client (zero Sender Key) on a fresh socket."""
-        peer = DhtPeer(Wire(self.target.address, self.capture), self.rng, self.timeout)
-        self._peers.append(peer)
-        return peer
+    def client(self, source: str | None = None) -> DhtPeer:
+        """A new client (zero Sender Key) on a fresh socket, bound to ``source`` if given."""
+        return self._peer(None, source)
 
-    def member(self, key: Ed25519PrivateKey | None = None) -> DhtPeer:
+    def member(self, key: Ed25519PrivateKey | None = None, source: str | None = None) -> DhtPeer:
         """A new ring member with its own host key on a fresh socket."""
-        key = key or Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
-        peer = DhtPeer(Wire(self.target.address, self.capture), self.rng, self.timeout, key)
+        return self._peer(key or self.key(), source)
+
+    def _peer(self, key: Ed25519PrivateKey | None, source: str | None) -> DhtPeer:
+        wire = Wire(self.target.address, self.capture, source)
+        peer = DhtPeer(wire, self.rng, self.timeout, key)
         self._peers.append(peer)
         return peer
 
@@ -81,9 +93,13 @@ class Context:
             peer.close()
         self._peers.clear()
 
-    def status(self) -> dict[str, Any]:
-        """The target's STATUS report now (Section 6.4.9), or a harness error."""
-        reply = self.client().request(Status())
+    def status(self, peer: DhtPeer | None = None) -> dict[str, Any]:
+        """The target's STATUS report now (Section 6.4.9), or a harness error.
+
+        Asked from ``peer`` (a fresh client by default); a peer that holds a token
+        reads it without drawing an ERROR.
+        """
+        reply = (peer or self.client()).request(Status())
         if reply is None or not isinstance(reply.message.body, StatusResponse):
             raise HarnessError(f"no STATUS_RESPONSE from the target ({show(reply)})")
         try:
@@ -94,11 +110,16 @@ class Context:
             raise HarnessError("STATUS report is not a JSON object")
         return report
 
-    def counters(self) -> dict[str, int]:
-        """The target's counters (feature "counters", Appendix C)."""
+    def counters(self, peer: DhtPeer | None = None) -> dict[str, int] | None:
+        """The target's drop and error counters (feature "counters", Appendix C).
+
+        None when the report left them out to fit its 1,024 bytes.
+        """
         self.needs("counters")
-        counters = self.status().get("counters", {})
-        return {str(k): int(v) for k, v in counters.items() if isinstance(v, int)}
+        counters = self.status(peer).get("counters")
+        if not isinstance(counters, dict):
+            return None
+        return {str(k): v for k, v in counters.items() if isinstance(v, int)}
 
     # --- judging --------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ SIGTERM when the run ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from conformance.model import HarnessError
@@ -21,11 +22,13 @@ from conformance.model import HarnessError
 STABILIZE_INTERVAL = 0.5
 
 
-def node_command(key: Path, *extra: str) -> list[str]:
+#: How the harness runs the reference without importing it.
+PYTHON_MODULE = (sys.executable, "-m", "ref.chord")
+
+
+def node_command(program: Sequence[str], key: Path) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "ref.chord",
+        *program,
         "--listen",
         "127.0.0.1:0",
         "--key",
@@ -33,18 +36,27 @@ def node_command(key: Path, *extra: str) -> list[str]:
         "--stabilize-interval",
         str(STABILIZE_INTERVAL),
         "--forward-mode",  # so that the forward-mode cases (Section 6.9.3) run
-        *extra,
     ]
 
 
+@dataclasses.dataclass
+class NodeProcess:
+    """A reference node in a process of its own: where it listens, and how it ended."""
+
+    address: tuple[str, int]
+    returncode: int | None = None  # set when the context manager has stopped it
+
+
 @contextlib.contextmanager
-def reference_node(*extra: str) -> Iterator[tuple[str, int]]:
-    """Run a reference node; yield its (host, port)."""
+def reference_node(
+    program: Sequence[str] = PYTHON_MODULE, *, quiet: bool = True
+) -> Iterator[NodeProcess]:
+    """Run a reference node alone in a new ring; stop it with SIGTERM on exit."""
     with tempfile.TemporaryDirectory(prefix="serval-conform-") as folder:
         process = subprocess.Popen(
-            node_command(Path(folder, "node.key"), *extra),
+            node_command(program, Path(folder, "node.key")),
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if quiet else None,
             text=True,
         )
         try:
@@ -53,11 +65,13 @@ def reference_node(*extra: str) -> Iterator[tuple[str, int]]:
             if not line.startswith("listening on "):
                 raise HarnessError(f"the reference node did not start (exit {process.poll()})")
             host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
-            yield host.strip("[]"), int(port)
+            node = NodeProcess((host.strip("[]"), int(port)))
+            yield node
         finally:
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        node.returncode = process.returncode

@@ -1482,14 +1482,12 @@ def results(report: Campaign, target: str) -> list[CaseResult]:
             campaign_case,
             worst(f.verdict for f in findings),
             findings,
-            [],
             report.duration,
             report.seed,
+            replay=f"serval-conform --target {target} --seed {report.seed} "
+            f"--fuzz {report.planned or sent}",
         )
     ]
-    out[0].replay = (
-        f"serval-conform --target {target} --seed {report.seed} --fuzz {report.planned or sent}"
-    )
     for found in report.findings:
         violation = found.violation
         command = replay_command(target, found.datagram)
@@ -1514,7 +1512,7 @@ def results(report: Campaign, target: str) -> list[CaseResult]:
             )
         ]
         case = _case(found.case_id, f"fuzz: {violation.detail}", (violation.requirement,))
-        out.append(CaseResult(case, verdict, findings_, [], 0.0, report.seed, command))
+        out.append(CaseResult(case, verdict, findings_, 0.0, report.seed, command))
     return out
 
 
@@ -1551,7 +1549,7 @@ def replay_result(
     )
     reqs = sorted({f.requirement for f in findings if f.requirement})
     case = _case("fuzz.replay", f"replay of a {len(datagram)}-byte datagram", reqs)
-    return CaseResult(case, worst(f.verdict for f in findings), findings, [], 0.0, 0)
+    return CaseResult(case, worst(f.verdict for f in findings), findings, 0.0, 0)
 
 
 def parse_hex(text: str) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from conformance.context import Context
@@ -93,7 +93,6 @@ class CaseResult:
     case: Case
     verdict: Verdict
     findings: list[Finding]
-    exchanges: list[dict[str, Any]]  # the datagrams of the case, for the report
     duration: float
     seed: int
     replay: str = ""  # the command that replays it, when rerunning the case would not

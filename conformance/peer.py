@@ -147,17 +147,27 @@ def summarise(message: DhtMessage) -> str:
     return text
 
 
+def _source_address(family: socket.AddressFamily, target: Address) -> str:
+    """The local address the host's routes pick for sending to ``target``."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(target)  # UDP: chooses a route and a source, sends nothing
+        address: str = probe.getsockname()[0]
+    return address
+
+
 class Wire:
     """A UDP socket bound to a free port, sending to the target and capturing everything."""
 
-    def __init__(self, target: Address, capture: Capture) -> None:
+    def __init__(self, target: Address, capture: Capture, source: str | None = None) -> None:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind(
-            ("::1" if family == socket.AF_INET6 else "127.0.0.1", 0)
-            if ipaddress.ip_address(target[0]).is_loopback
-            else ("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
-        )
+        # Bound to the address the target sees, never a wildcard: members announce
+        # this endpoint in their Node Info.
+        try:
+            self.sock.bind((source or _source_address(family, target), 0))
+        except OSError:
+            self.sock.close()
+            raise
         self.target = target
         self.capture = capture
         self.local: Address = self.sock.getsockname()[:2]

@@ -132,7 +132,6 @@ def run_case(
         case=case,
         verdict=verdict,
         findings=findings,
-        exchanges=[],
         duration=time.monotonic() - started,
         seed=seed,
     )
@@ -170,7 +169,6 @@ def run(
                             None, Verdict.ERROR, f"target not answering PING before group {group}"
                         )
                     ],
-                    [],
                     0.0,
                     seed,
                 )

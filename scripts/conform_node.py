@@ -1,10 +1,10 @@
 """``tox -e conform``: run serval-conform against a serval-node in a process of its own.
 
-Starts ``serval-node`` on a free loopback port (alone in a new ring, with the
-settings of the draft's Appendix C), runs ``serval-conform --target`` against
-it with any extra arguments given, stops the node with SIGTERM and checks that
-it left cleanly.  The exit status is serval-conform's (or 2 if the node would
-not start or did not stop cleanly).
+Starts the installed ``serval-node`` on a free loopback port (alone in a new
+ring, with the settings of the draft's Appendix C), runs ``serval-conform
+--target`` against it with any extra arguments given, stops the node with
+SIGTERM and checks that it left cleanly.  The exit status is serval-conform's
+(or 2 if the node would not start or did not stop cleanly).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-NODE_ARGS = ["--stabilize-interval", "0.5", "--forward-mode"]
+from conformance.embedded import reference_node
+from conformance.model import HarnessError
 
 
 def main(argv: list[str]) -> int:
@@ -24,34 +23,19 @@ def main(argv: list[str]) -> int:
     if node_program is None or conform_program is None:
         print("conform_node: serval-node and serval-conform must be installed", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="conform-node-") as folder:
-        key = Path(folder, "node.key")
-        node = subprocess.Popen(
-            [node_program, "--listen", "127.0.0.1:0", "--key", str(key), *NODE_ARGS],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert node.stdout is not None
-        line = node.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            print(f"conform_node: serval-node did not start: {line!r}", file=sys.stderr)
-            node.kill()
-            return 2
-        target = line.removeprefix("listening on ")
-        print(f"conform_node: serval-node (pid {node.pid}) listening on {target}", flush=True)
-        try:
+    try:
+        with reference_node([node_program], quiet=False) as node:
+            host, port = node.address
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            print(f"conform_node: serval-node listening on {target}", flush=True)
             status = subprocess.call([conform_program, "--target", target, *argv])
-        finally:
-            node.terminate()
-            try:
-                node_status = node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node_status = -1
-        if node_status != 0:
-            print(f"conform_node: serval-node exited with {node_status}", file=sys.stderr)
-            return status or 2
-        return status
+    except HarnessError as error:
+        print(f"conform_node: {error}", file=sys.stderr)
+        return 2
+    if node.returncode != 0:
+        print(f"conform_node: serval-node exited with {node.returncode}", file=sys.stderr)
+        return status or 2
+    return status
 
 
 if __name__ == "__main__":

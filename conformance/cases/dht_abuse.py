@@ -318,11 +318,9 @@ def _within_limit(ctx: Context, request: bytes, reply: Received, what: str) -> N
     title="One source is held to its token bucket, drops are counted, RATE_LIMITED is paced",
 )
 def rate_limit(ctx: Context) -> None:
-    declared = ctx.target.report.get("rate_limit")
-    rate, burst = 100.0, 200  # the defaults (Appendix C)
-    if isinstance(declared, list) and len(declared) == 2:
-        rate, burst = float(declared[0]), int(declared[1])
-    if burst > 1000 or rate <= 0:
+    rate, burst_size = ctx.target.rate_limit
+    burst = int(burst_size)
+    if burst > 1000:
         raise Unsupported(f"a burst of {burst} is too large to test cheaply")
     flooder = other_address_peer(ctx, member=False)
     shared = flooder is None

@@ -14,8 +14,6 @@ import dataclasses
 import hashlib
 import ipaddress
 import itertools
-import json
-import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,7 +23,7 @@ from conformance.cases import case
 from conformance.context import Context
 from conformance.expect import ErrorReply, Reply
 from conformance.model import HarnessError
-from conformance.peer import Address, DhtPeer, Received, Wire, default_responder, summarise
+from conformance.peer import Address, DhtPeer, Received, default_responder, summarise
 from ref.wire import (
     SERVALDHT_SERVICE_ID,
     Body,
@@ -46,7 +44,6 @@ from ref.wire import (
     Replicate,
     ServiceRecord,
     SourceRoute,
-    Status,
     Store,
     TransportProtocol,
     encode_dht,
@@ -312,24 +309,13 @@ class Counters:
     """Reads the target's counters through one validated client, so reading sends no ERROR."""
 
     def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.available = "counters" in ctx.target.features
         self._peer = ctx.client() if self.available else None
 
     def read(self) -> dict[str, int] | None:
-        if self._peer is None:
-            return None
-        reply = self._peer.request(Status())
-        body = reply.message.body if reply is not None else None
-        report = getattr(body, "report", None)
-        if report is None:
-            raise HarnessError("no STATUS_RESPONSE while reading the counters")
-        try:
-            counters = json.loads(report).get("counters")
-        except (ValueError, AttributeError):
-            raise HarnessError("the STATUS report is not a JSON object") from None
-        if not isinstance(counters, dict):
-            return None  # cut from the report (Appendix C): nothing to judge
-        return {str(k): v for k, v in counters.items() if isinstance(v, int)}
+        """None without the feature, or when the report left the counters out."""
+        return None if self._peer is None else self.ctx.counters(self._peer)
 
 
 def increase(before: dict[str, int], after: dict[str, int], prefix: str) -> int:
@@ -419,19 +405,10 @@ def other_address_peer(ctx: Context, *, member: bool) -> DhtPeer | None:
     host = ipaddress.ip_address(ctx.target.address[0])
     if not (host.version == 4 and host.is_loopback):
         return None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.bind(("127.0.0.2", 0))
+        return ctx.member(source="127.0.0.2") if member else ctx.client(source="127.0.0.2")
     except OSError:
-        sock.close()
         return None
-    wire = Wire(ctx.target.address, ctx.capture)
-    wire.sock.close()
-    wire.sock = sock
-    wire.local = sock.getsockname()[:2]
-    peer = DhtPeer(wire, ctx.rng, ctx.timeout, ctx.key() if member else None)
-    ctx._peers.append(peer)  # closed with the case's other peers
-    return peer
 
 
 # --- cases ---------------------------------------------------------------------------

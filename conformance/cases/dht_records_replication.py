@@ -21,7 +21,6 @@ from conformance.cases.dht_ring import (
     record_for,
     refused,
     registrant,
-    replicas,
     resolve_status,
     ring_of,
     store,
@@ -171,7 +170,7 @@ def view(ring: Ring, block: int, predecessors: list[DhtPeer], k: int) -> list[Dh
     title="Replica sets of k: membership by the predecessor list, REPLICATE, RESOLVE, handover",
 )
 def replica_sets(ctx: Context) -> None:
-    k = replicas(ctx)
+    k = ctx.target.replicas
     if k < 2:
         raise Unsupported("the target declares k = 1: it has no replica set to observe")
     count = max(3, k)

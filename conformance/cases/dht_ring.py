@@ -325,12 +325,6 @@ def ring_of(ctx: Context, count: int) -> Iterator[Ring]:
             ring.dissolve()
 
 
-def replicas(ctx: Context) -> int:
-    """The replication factor k the target declares (Section 6.8), 3 by default."""
-    value = ctx.target.report.get("replicas")
-    return value if isinstance(value, int) and 1 <= value <= 16 else 3
-
-
 def check_list_invariants(ctx: Context, ring: Ring) -> None:
     """DHT-RING-14 to -16 on every NEIGHBORS the case has seen."""
     ordered = duplicates = itself = True

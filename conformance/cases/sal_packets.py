@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import ipaddress
-import json
 import struct
 import time
 from collections.abc import Iterable
@@ -36,8 +35,6 @@ from ref.wire import (
     Ping,
     Pong,
     RemoteProtocolError,
-    Status,
-    StatusResponse,
     decode_dht,
     decode_sal,
     internet_checksum,
@@ -170,17 +167,10 @@ class Probe:
         return self.peer.encode(message), message.transaction_id
 
     def read_counters(self) -> collections.Counter[str]:
-        reply = self.peer.request(Status())
-        if reply is None or not isinstance(reply.message.body, StatusResponse):
-            raise HarnessError("no STATUS_RESPONSE from the target")
-        try:
-            report = json.loads(reply.message.body.report)
-        except ValueError as error:
-            raise HarnessError(f"STATUS report is not JSON: {error}") from None
-        counters = report.get("counters") if isinstance(report, dict) else None
-        if not isinstance(counters, dict):
+        counters = self.ctx.counters(self.peer)
+        if counters is None:
             raise HarnessError("the STATUS report has no counters object (feature counters)")
-        return collections.Counter({str(k): v for k, v in counters.items() if isinstance(v, int)})
+        return collections.Counter(counters)
 
     def exchange(self, data: bytes, *, to: Address | None = None) -> list[bytes]:
         """Send ``data`` then the fence; return what came back other than the fence's PONG."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ref.sal.receive import classify
 from ref.wire.constants import (
     DHT_HEADER_LENGTH,
     DHT_VERSION,
@@ -60,41 +61,9 @@ from ref.wire.dht import (
 )
 from ref.wire.errors import ErrorCode, RemoteProtocolError
 from ref.wire.records import SMALL_ORDER_KEYS, ServiceRecord, public_key_bytes
-from ref.wire.sal import (
-    ControlFlags,
-    Endpoint,
-    SalPacket,
-    TransportProtocol,
-    decode_sal,
-    encode_sal,
-)
+from ref.wire.sal import Endpoint, SalPacket, TransportProtocol, decode_sal, encode_sal
 
 _HEADER = struct.Struct("!BBBx8s32s16s")
-_SYN, _RSYN, _ACK, _RST, _FIN = (
-    ControlFlags.SYN,
-    ControlFlags.RSYN,
-    ControlFlags.ACK,
-    ControlFlags.RST,
-    ControlFlags.FIN,
-)
-#: The eleven valid CONTROL flag combinations, NACK and reserved bits removed (SAL-EXT-15).
-_VALID_FLAGS = frozenset(
-    int(flags)
-    for flags in (
-        _SYN,
-        _SYN | _ACK,
-        _ACK,
-        _RSYN,
-        _RSYN | _ACK,
-        _FIN,
-        _FIN | _ACK,
-        _RSYN | _FIN,
-        _RSYN | _FIN | _ACK,
-        _RST,
-        _RST | _ACK,
-    )
-)
-_IGNORED_FLAGS = 0x10 | 0x02 | 0x01  # NACK (SAL-EXT-13) and the reserved bits (SAL-EXT-7)
 _SAL_OVERHEAD = 12 + 36  # base header and the SERVICE extension (Section 6.2)
 
 
@@ -185,32 +154,6 @@ class WireFraming:
     def decode(self, inbound: Inbound) -> DhtMessage:
         assert isinstance(inbound.payload, bytes)
         return decode_dht(inbound.payload)
-
-
-def classify(packet: SalPacket) -> SalPacket:
-    """Steps 4 and 5 of SAL receive processing (Section 5.5) for a host without flows.
-
-    Returns a SYN or an unconnected datagram; raises the counted drop otherwise.
-    A ServalDHT node has no flow table, so every packet addressed to a flowID
-    matches no flow and is dropped, counted UNEXPECTED_CONTROL (step 6).
-    """
-    control = packet.control
-    flags = None if control is None else int(control.flags) & ~_IGNORED_FLAGS
-    if flags is not None and flags not in _VALID_FLAGS:
-        raise RemoteProtocolError(f"CONTROL flags 0x{flags:02X}")  # step 4, SAL-EXT-15
-    if packet.destination_flow_id:
-        if flags == _SYN:
-            raise RemoteProtocolError("a SYN addressed to a flowID")
-        raise RemoteProtocolError("no flow for the packet", ErrorCode.UNEXPECTED_CONTROL)
-    if flags == _SYN:
-        if packet.destination_service is None or packet.source_flow_id == 0:
-            raise RemoteProtocolError("a SYN without destination serviceID or Source Flow ID")
-    elif flags is None and packet.destination_service is not None:
-        if packet.source_flow_id:
-            raise RemoteProtocolError("an unconnected datagram with a Source Flow ID")
-    else:
-        raise RemoteProtocolError("neither a flow packet, a SYN nor an unconnected datagram")
-    return packet
 
 
 class ObjectFraming:

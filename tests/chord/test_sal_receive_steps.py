@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from ref.chord.framing import WireFraming, classify
+from ref.chord.framing import WireFraming
+from ref.sal.receive import classify
 from ref.wire.constants import SERVALDHT_SERVICE_ID
 from ref.wire.errors import ErrorCode, RemoteProtocolError
 from ref.wire.sal import Control, ControlFlags, Endpoint, SalPacket, TransportProtocol, encode_sal

@@ -79,9 +79,9 @@ def _order_counted_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _any_control_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     """SAL-EXT-15 broken: every CONTROL flag combination is accepted."""
-    import ref.chord.framing as framing
+    import ref.sal.receive as receive
 
-    monkeypatch.setattr(framing, "_VALID_FLAGS", frozenset(range(256)))
+    monkeypatch.setattr(receive, "_VALID_FLAGS", frozenset(range(256)))
 
 
 def _answer_observed_source(monkeypatch: pytest.MonkeyPatch) -> None:
