@@ -388,9 +388,18 @@ def _encode_sal(packet: SalPacket, engine: Engine) -> bytes:
 
 def decode_stream(payload: bytes) -> StreamSegment:
     """Decode the payload of a STREAM packet into a segment."""
+    return _decode_stream(payload, DERIVED)
+
+
+def decode_stream_interpreted(payload: bytes) -> StreamSegment:
+    """:func:`decode_stream` through Construct's interpreter (the fast path's reference)."""
+    return _decode_stream(payload, INTERPRETED)
+
+
+def _decode_stream(payload: bytes, engine: Engine) -> StreamSegment:
     with decoding("stream segment"):
         remote(len(payload) >= STREAM_HEADER_LENGTH, "shorter than the stream header")
-        header = StreamHeaderFormat.parse(payload)
+        header = engine.parse(StreamHeaderFormat, payload)
         return StreamSegment(
             sequence=header.sequence,
             acknowledgment=header.acknowledgment,
@@ -402,13 +411,14 @@ def decode_stream(payload: bytes) -> StreamSegment:
 
 def encode_stream(segment: StreamSegment) -> bytes:
     """Encode a stream segment (header and data)."""
+    return _encode_stream(segment, DERIVED)
+
+
+def encode_stream_interpreted(segment: StreamSegment) -> bytes:
+    """:func:`encode_stream` through Construct's interpreter (the fast path's reference)."""
+    return _encode_stream(segment, INTERPRETED)
+
+
+def _encode_stream(segment: StreamSegment, engine: Engine) -> bytes:
     with encoding("stream segment"):
-        header = StreamHeaderFormat.build(
-            {
-                "sequence": segment.sequence,
-                "acknowledgment": segment.acknowledgment,
-                "flags": segment.flags,
-                "window": segment.window,
-            }
-        )
-        return header + segment.data
+        return engine.dump(StreamHeaderFormat, segment) + segment.data

@@ -74,8 +74,12 @@ from ref.wire.sal import (
     SourceExtensionFormat,
     decode_sal,
     decode_sal_interpreted,
+    decode_stream,
+    decode_stream_interpreted,
     encode_sal,
     encode_sal_interpreted,
+    encode_stream,
+    encode_stream_interpreted,
 )
 
 from .strategies import (
@@ -89,6 +93,7 @@ from .strategies import (
     sal_mutants,
     sal_packets,
     service_records,
+    stream_segments,
 )
 
 # Deterministic whatever the profile: the same examples on every run.
@@ -268,6 +273,18 @@ def check_encoders(
 @given(sal_packets().flatmap(lambda p: st.one_of(st.just(p), corrupted(p))))
 def test_sal_encoders_agree(packet: object) -> None:
     check_encoders(encode_sal, encode_sal_interpreted, packet)
+
+
+@SAMPLED
+@given(stream_segments().flatmap(lambda s: st.one_of(st.just(s), corrupted(s))))
+def test_stream_encoders_agree(segment: object) -> None:
+    check_encoders(encode_stream, encode_stream_interpreted, segment)
+
+
+@SAMPLED
+@given(stream_segments().map(encode_stream).flatmap(lambda d: st.sampled_from(list(damaged(d)))))
+def test_stream_decoders_agree(data: bytes) -> None:
+    assert_agree(outcome(decode_stream, data), outcome(decode_stream_interpreted, data), data)
 
 
 @SAMPLED

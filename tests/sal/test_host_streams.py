@@ -1,0 +1,119 @@
+"""Stream flows through the SAL host core: bytes complete and in order under loss,
+reordering, duplication and migration (Sections 5.10, 5.14.2)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ref.sal.flow import State, SubState
+from ref.sal.host import Closed, CloseReason, EndOfData, Host, Migrated, Readable
+
+from .salnet import C1, C2, STREAM, Pair, pair
+
+
+def _pump(
+    p: Pair,
+    sender: Host,
+    flow_id: int,
+    data: bytes,
+    receiver: Host,
+    peer_flow: int,
+    *,
+    migrate_at: int | None = None,
+) -> bytes:
+    """Write ``data`` as fast as the flow takes it; return what the receiver read."""
+    offset, received = 0, bytearray()
+    migrated = False
+    while len(received) < len(data) and p.net.now < 1_800_000_000.0 + 600:
+        if offset < len(data):
+            offset += sender.send(flow_id, data[offset : offset + 65536], p.net.now)
+            p.net.service(sender)
+        if migrate_at is not None and not migrated and len(received) >= migrate_at:
+            sender.migrate(flow_id, C2, p.net.now)
+            p.net.service(sender)
+            migrated = True
+        p.run(0.02)
+        p.net.take(receiver, Readable)
+        received += receiver.read(peer_flow, now=p.net.now)
+        p.net.service(receiver)
+    return bytes(received)
+
+
+def _connected(p: Pair) -> tuple[int, int]:
+    flow_id = p.connect(STREAM)
+    p.run(2)
+    return flow_id, p.server_flow()
+
+
+def test_stream_transfer_complete_and_in_order_sal_stream_12() -> None:
+    p = pair()
+    flow_id, server_flow = _connected(p)
+    data = bytes(range(256)) * 4000  # ~1 MB
+    assert _pump(p, p.client, flow_id, data, p.server, server_flow) == data
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    loss=st.sampled_from([0.0, 0.02, 0.1]),
+    duplicate=st.sampled_from([0.0, 0.05]),
+    jitter=st.sampled_from([0.0, 0.03]),
+)
+def test_stream_survives_loss_reordering_duplication(
+    seed: int, loss: float, duplicate: float, jitter: float
+) -> None:
+    p = pair(seed=seed, loss=loss, duplicate=duplicate, jitter=jitter)
+    for _ in range(5):
+        # A handshake whose ACK and SYN-ACK retransmissions are all lost before the
+        # server's 3-second request timeout ends in an RST (SAL-CONN-12): connect again.
+        flow_id = p.connect(STREAM)
+        p.run(30)
+        if flow_id in p.client.flows:
+            break
+    assert p.client.flow(flow_id).state is State.CONNECTED
+    server_flow = p.server_flow()
+    data = hashlib.sha256(str(seed).encode()).digest() * 3000  # 96 kB
+    assert _pump(p, p.client, flow_id, data, p.server, server_flow) == data
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.05])
+def test_migration_mid_transfer_loses_and_duplicates_nothing_sal_stream_21_22(loss: float) -> None:
+    p = pair(client_interfaces=(C1, C2), loss=loss, seed=7)
+    flow_id, server_flow = _connected(p)
+    data = hashlib.sha256(b"migrate").digest() * 20000  # 640 kB
+    received = _pump(p, p.client, flow_id, data, p.server, server_flow, migrate_at=200_000)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+    assert p.net.take(p.client, Migrated)
+    assert p.server.flow(server_flow).peer == C2
+    assert p.client.flow(flow_id).substate is SubState.INITIAL
+
+
+def test_stream_close_delivers_end_of_data_then_closes_sal_stream_19_20() -> None:
+    p = pair()
+    flow_id, server_flow = _connected(p)
+    p.client.send(flow_id, b"last words", p.net.now)
+    p.client.close(flow_id, p.net.now)
+    p.net.service(p.client)
+    p.run(1)
+    assert p.server.read(server_flow) == b"last words"
+    assert p.net.take(p.server, EndOfData) == [EndOfData(server_flow)]
+    p.server.close(server_flow, p.net.now)
+    p.net.service(p.server)
+    p.run(1)
+    assert p.net.take(p.client, Closed) == [Closed(flow_id, CloseReason.CLOSED)]
+    assert p.net.take(p.server, Closed) == [Closed(server_flow, CloseReason.CLOSED)]
+
+
+def test_stream_data_to_a_dead_peer_fails_the_flow_sal_stream_11() -> None:
+    p = pair()
+    flow_id, _ = _connected(p)
+    p.net.down.add(p.server.interfaces[0])
+    p.client.send(flow_id, b"x" * 5000, p.net.now)
+    p.net.service(p.client)
+    p.run(1000)
+    [closed] = p.net.take(p.client, Closed)
+    assert closed.reason is CloseReason.TIMEOUT
