@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = set(sys.stdlib_module_names)
 IO_MODULES = {"socket", "asyncio", "time", "random", "selectors", "threading"}
-ADAPTER_NAMES = {"aio.py", "cli.py", "__main__.py"}
+ADAPTER_NAMES = {"aio.py", "cli.py", "__main__.py", "sockets.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -32,9 +32,16 @@ from ref.chord.exchange import Completed, Engine, Failure, Found, LookupResult, 
 from ref.chord.framing import WireFraming
 from ref.chord.node import Joined, Left, Node, NodeConfig, NodeState
 from ref.chord.ring import Peer
+from ref.sal.resolver import Registration, ResolverUnavailable, merge_registration
 from ref.wire.constants import DEFAULT_RECORD_LIFETIME, DEFAULT_REPLICAS, MAX_ADDRESS_TOKENS
-from ref.wire.errors import ErrorCode, LocalProtocolError
-from ref.wire.ids import key_bound_service_id, parse_service_name, service_id_for_name
+from ref.wire.errors import ErrorCode, LocalProtocolError, ServalError
+from ref.wire.ids import (
+    block_base,
+    block_index,
+    key_bound_service_id,
+    parse_service_name,
+    service_id_for_name,
+)
 from ref.wire.records import (
     RecordEndpoint,
     RecordFlags,
@@ -47,7 +54,14 @@ from ref.wire.sal import Endpoint
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Log = Callable[[dict[str, Any]], None]
 
-__all__ = ["DhtClient", "NodeServer", "endpoint_of", "start_node"]
+__all__ = [
+    "DhtClient",
+    "DhtResolver",
+    "NodeServer",
+    "RegistrationFailed",
+    "endpoint_of",
+    "start_node",
+]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -339,8 +353,23 @@ class DhtClient:
         """
         if not endpoints:
             raise LocalProtocolError("a registration needs at least one endpoint")
-        service_id = _owned_service_id(name, key)
-        record = _signed(service_id, key, ttl, tuple(endpoints))
+        return await self.register_block(_owned_service_id(name, key), endpoints, key, ttl)
+
+    async def register_block(
+        self,
+        service_id: bytes,
+        endpoints: Sequence[RecordEndpoint],
+        key: Ed25519PrivateKey,
+        ttl: int = DEFAULT_RECORD_LIFETIME,
+    ) -> Stored | Failure:
+        """Sign and STORE a record for the block of ``service_id`` (a tombstone if no endpoints).
+
+        The serviceID of the record is the block's first (Section 6.1.3); the
+        owner ``key`` must own the block or get NOT_OWNER.
+        """
+        record = _signed(block_base(service_id), key, ttl, tuple(endpoints))
+        if not endpoints:
+            return cast(Stored | Failure, await self._run(lambda: self.core.register(record)))
         tokens = await self._address_tokens(record)
         if isinstance(tokens, Failure):
             return tokens
@@ -350,8 +379,7 @@ class DhtClient:
         self, name: str, key: Ed25519PrivateKey, ttl: int = DEFAULT_RECORD_LIFETIME
     ) -> Stored | Failure:
         """Store a signed tombstone (Section 6.7.2); the owner keeps the name for ``ttl``."""
-        record = _signed(_owned_service_id(name, key), key, ttl, ())
-        return cast(Stored | Failure, await self._run(lambda: self.core.register(record)))
+        return await self.register_block(_owned_service_id(name, key), (), key, ttl)
 
     async def status(self, endpoint: Endpoint) -> dict[str, Any] | Failure:
         """The STATUS report of the node at ``endpoint`` (Section 6.4.9)."""
@@ -461,3 +489,114 @@ def _signed(
         endpoints=endpoints,
     )
     return sign_record(record, key)  # LocalProtocolError for a record the draft forbids
+
+
+# --- the SAL's resolver --------------------------------------------------------------------
+
+
+class RegistrationFailed(ServalError):
+    """The ring refused a registration (for example NOT_OWNER: another key owns the name)."""
+
+
+_RETRY_CODES = (ErrorCode.STALE_SEQUENCE, ErrorCode.RATE_LIMITED)
+_REFUSAL_CODES = (ErrorCode.NOT_OWNER, ErrorCode.BAD_SIGNATURE, ErrorCode.ADDRESS_NOT_VALIDATED)
+
+
+class DhtResolver:
+    """ServalDHT as the SAL's resolver (``ref.sal.resolver.Resolver``).
+
+    Resolution is a return-mode lookup (Section 6.9.1) whose walk verifies the
+    record before the SAL installs FORWARD rules from it.  Registration by
+    binding (Section 5.6.4) edits the block's record: read it, add or remove
+    this host's endpoint (``merge_registration``), sign under a new sequence
+    number, STORE.  Hosts that serve one name share its owner key, so two of
+    them may edit the record at once and the higher sequence number hides the
+    other edit: the resolver reads the record back and edits again until its
+    endpoint is in (or out), up to ``attempts`` times with a random pause.
+    """
+
+    def __init__(
+        self,
+        client: DhtClient,
+        key: Ed25519PrivateKey | None = None,
+        *,
+        ttl: int = DEFAULT_RECORD_LIFETIME,
+        attempts: int = 6,
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.ttl = ttl
+        self.attempts = attempts
+
+    @classmethod
+    async def connect(
+        cls,
+        nodes: Sequence[Endpoint],
+        key: Ed25519PrivateKey | None = None,
+        *,
+        host: str | None = None,
+        ttl: int = DEFAULT_RECORD_LIFETIME,
+    ) -> DhtResolver:
+        return cls(await DhtClient.connect(nodes, host=host), key, ttl=ttl)
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def resolve(self, service_id: bytes) -> ServiceRecord | None:
+        result = await self.client.resolve(service_id)
+        if isinstance(result, Found):
+            return result.record
+        if isinstance(result, NotRegistered):
+            return None
+        raise ResolverUnavailable(f"{result.code.name}: {result.reason}")
+
+    async def register(self, registration: Registration) -> None:
+        await self._edit(registration, add=True)
+
+    async def unregister(self, registration: Registration) -> None:
+        await self._edit(registration, add=False)
+
+    async def _edit(self, registration: Registration, *, add: bool) -> None:
+        if self.key is None:
+            raise LocalProtocolError("registering a service needs an owner key")
+        owner = public_key_bytes(self.key)
+        for attempt in range(self.attempts):
+            current = await self._own_endpoints(registration.service_id, owner)
+            if _holds(current, registration, exact=add) == add:
+                return
+            endpoints = merge_registration(current, registration, add=add)
+            stored = await self.client.register_block(
+                registration.service_id, endpoints, self.key, self.ttl
+            )
+            if isinstance(stored, Failure):
+                if stored.code in _REFUSAL_CODES:
+                    raise RegistrationFailed(f"{stored.code.name}: {stored.reason}")
+                if stored.code not in _RETRY_CODES:
+                    raise ResolverUnavailable(f"{stored.code.name}: {stored.reason}")
+            # A concurrent edit may land meanwhile; the next round reads it back.
+            await asyncio.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+        raise ResolverUnavailable("the record kept changing under concurrent registrations")
+
+    async def _own_endpoints(self, service_id: bytes, owner: bytes) -> tuple[RecordEndpoint, ...]:
+        result = await self.client.resolve(service_id)
+        if isinstance(result, Failure):
+            raise ResolverUnavailable(f"{result.code.name}: {result.reason}")
+        if isinstance(result, Found) and result.record.owner_key == owner:
+            return result.record.endpoints
+        return ()
+
+
+def _holds(endpoints: Sequence[RecordEndpoint], registration: Registration, *, exact: bool) -> bool:
+    """Whether the record serves the registration's serviceID at its endpoint.
+
+    ``exact`` also asks for the registration's priority and weight.
+    """
+    bit = 1 << block_index(registration.service_id)
+    where = (registration.endpoint.address, registration.endpoint.port)
+    for endpoint in endpoints:
+        if (endpoint.address, endpoint.port) != where or not endpoint.service_mask & bit:
+            continue
+        wanted = (registration.priority, registration.weight)
+        if not exact or (endpoint.priority, endpoint.weight) == wanted:
+            return True
+    return False

@@ -159,6 +159,8 @@ class Connected:
     """A flow this host opened reached CONNECTED."""
 
     flow_id: int
+    local: Endpoint
+    peer: Endpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +171,8 @@ class Accepted:
     flow_id: int
     service_id: bytes
     peer_service: bytes | None
+    local: Endpoint
+    peer: Endpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,6 +484,8 @@ class Host:
         self.now = now
         if transport not in (TransportProtocol.DATAGRAM, TransportProtocol.STREAM):
             raise LocalProtocolError(f"a flow's transport is DATAGRAM or STREAM, not {transport}")
+        if local is not None and canonical_endpoint(local) not in self.interfaces:
+            raise LocalProtocolError(f"{local} is not an interface of this host")
         iss = self.rng.randrange(_FLOW_ID_SPACE)
         flow = Flow(
             local_flow_id=self._new_flow_id(),
@@ -939,7 +945,7 @@ class Host:
         self._take_ack(flow, control.ackno, now)
         self._transition(flow, Event.RCV_SYNACK_VALID, now)
         flow.handshake_ack = self._send_ack(flow, now)
-        self._events.append(Connected(flow.local_flow_id))
+        self._events.append(Connected(flow.local_flow_id, flow.local, source))
 
     def _on_handshake_ack(self, flow: Flow, control: Control, flags: int, now: float) -> None:
         """Section 5.8.4: a server flow in RESPOND completes on a valid ACK."""
@@ -1025,9 +1031,9 @@ class Host:
         if fresh_rsyn:
             answered = self._on_fresh_rsyn(flow, flags, source, now)
         if event is not None:
-            self._transition(flow, event, now)
             if event is not Event.RCV_ACK_OF_FIN and event is not Event.RCV_FIN_DUP:
-                self._end_of_peer_data(flow)
+                self._end_of_peer_data(flow)  # before the Closed of entering TIMEWAIT
+            self._transition(flow, event, now)
         if consuming and not answered and flow.local_flow_id in self.flows:  # SAL-CTRL-10
             self._send_ack(flow, now)
 
@@ -1106,6 +1112,8 @@ class Host:
             self._accepted(flow)
         elif previous is State.REQUEST:
             self._established(flow, now)
+        if target in (State.CLOSING, State.TIMEWAIT, State.LASTACK):
+            self._streaming.discard(flow.local_flow_id)  # the transport sends nothing new
         if target is State.FINWAIT2:
             self._set_state_timer(flow, now + FINWAIT2_TIMEOUT)
         elif target is State.TIMEWAIT:
@@ -1134,8 +1142,16 @@ class Host:
             listening.half_open.discard(flow.local_flow_id)
         flow.state_deadline = None
         self._visible.add(flow.local_flow_id)
+        assert flow.peer is not None
         self._events.append(
-            Accepted(flow.listener, flow.local_flow_id, flow.local_service, flow.peer_service)
+            Accepted(
+                flow.listener,
+                flow.local_flow_id,
+                flow.local_service,
+                flow.peer_service,
+                flow.local,
+                flow.peer,
+            )
         )
 
     def _app_close_moment(self, flow: Flow, now: float) -> None:

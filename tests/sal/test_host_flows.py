@@ -51,7 +51,7 @@ def test_three_way_handshake_sal_conn_1_11_14() -> None:
     p = pair(transport=DATAGRAM)
     flow_id = p.connect(DATAGRAM)
     p.run()
-    assert p.net.take(p.client, Connected) == [Connected(flow_id)]
+    assert [e.flow_id for e in p.net.take(p.client, Connected)] == [flow_id]
     [accepted] = p.net.take(p.server, Accepted)
     assert accepted.service_id == ECHO
     syn, syn_ack, ack = p.capture.control()
@@ -191,7 +191,7 @@ def test_lost_syn_ack_is_retransmitted_by_the_server_and_rtt_follows_karn_sal_ct
     p = pair(drop=drop_first_syn_ack, transport=DATAGRAM)
     flow_id = p.connect(DATAGRAM)
     p.run(3)
-    assert p.net.take(p.client, Connected) == [Connected(flow_id)]
+    assert [e.flow_id for e in p.net.take(p.client, Connected)] == [flow_id]
     # Both sides' first packets were answered after a retransmission: no RTT sample yet.
     server_flow = p.server_flow()
     assert p.server.flow(server_flow).rto.srtt is None
@@ -305,7 +305,7 @@ def test_delay_rule_resolves_through_the_resolver_sal_tbl_9_11() -> None:
     p = pair(via_resolver=True, transport=DATAGRAM)
     flow_id = p.connect(DATAGRAM)
     p.run()
-    assert p.net.take(p.client, Connected) == [Connected(flow_id)]
+    assert [e.flow_id for e in p.net.take(p.client, Connected)] == [flow_id]
     assert p.net.resolver is not None and p.net.resolver.resolutions == 1
     # The FORWARD rule installed from the record serves the next connect without a resolution.
     p.connect(DATAGRAM)
@@ -422,7 +422,7 @@ def test_host_with_config_router_forwards_syns_sal_fwd_6() -> None:
     p.client.table.add(Rule.forward(Prefix(ECHO, 0), router_endpoint), p.net.now)
     flow_id = p.connect(DATAGRAM)
     p.run()
-    assert p.net.take(p.client, Connected) == [Connected(flow_id)]
+    assert [e.flow_id for e in p.net.take(p.client, Connected)] == [flow_id]
     forwarded = [pk for _, out, pk in p.capture.packets if out.source == router_endpoint]
     assert forwarded and forwarded[0].source_route is not None
     assert forwarded[0].source_route.entries == (C1, router_endpoint)
