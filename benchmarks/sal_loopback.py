@@ -137,7 +137,7 @@ async def _sal_throughput(octets: int, packet: int) -> float:
     server = await server_stack.start_server(sink, SINK)
     client_stack.add_route(SINK, server_stack.endpoints[0])
     try:
-        reader, writer = await client_stack.open_connection(SINK)
+        _reader, writer = await client_stack.open_connection(SINK)
         block = bytes(1 << 16)
         start = time.perf_counter()
         for _ in range(octets // len(block)):
@@ -197,13 +197,9 @@ class _Counter(asyncio.DatagramProtocol):
 
 async def _udp_burst(octets: int, packet: int, burst: int) -> float:
     loop = asyncio.get_running_loop()
-    receiver, counter = await loop.create_datagram_endpoint(
-        _Counter, local_addr=("127.0.0.1", 0)
-    )
+    receiver, counter = await loop.create_datagram_endpoint(_Counter, local_addr=("127.0.0.1", 0))
     address = receiver.get_extra_info("sockname")
-    sender, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, remote_addr=address
-    )
+    sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=address)
     payload = bytes(packet)
     try:
         for sent in range(octets // packet):

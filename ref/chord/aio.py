@@ -560,10 +560,12 @@ class DhtResolver:
         if self.key is None:
             raise LocalProtocolError("registering a service needs an owner key")
         owner = public_key_bytes(self.key)
-        for attempt in range(self.attempts):
+        for attempt in range(self.attempts + 1):
             current = await self._own_endpoints(registration.service_id, owner)
             if _holds(current, registration, exact=add) == add:
                 return
+            if attempt == self.attempts:
+                break  # the last edit was read back and did not hold
             endpoints = merge_registration(current, registration, add=add)
             stored = await self.client.register_block(
                 registration.service_id, endpoints, self.key, self.ttl
