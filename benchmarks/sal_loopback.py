@@ -118,11 +118,8 @@ async def bench_setup(rounds: int, per_round: int) -> dict[str, Any]:
     }
 
 
-async def _sal_throughput(octets: int, packet: int) -> float:
-    config = HostConfig(mss=packet - OVERHEAD, receive_buffer=4 << 20, send_buffer=4 << 20)
-    server_stack = await SalStack.start([("127.0.0.1", 0)], config=config)
-    client_stack = await SalStack.start([("127.0.0.1", 0)], config=config)
-    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+def _sink(octets: int, done: asyncio.Future[float]) -> Callable[..., Awaitable[None]]:
+    """A server callback that reads ``octets`` and records when the last arrived."""
 
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         received = 0
@@ -134,18 +131,33 @@ async def _sal_throughput(octets: int, packet: int) -> float:
         done.set_result(time.perf_counter())
         writer.close()
 
-    server = await server_stack.start_server(sink, SINK)
+    return sink
+
+
+async def _send_all(
+    writer: asyncio.StreamWriter, octets: int, done: asyncio.Future[float]
+) -> float:
+    """Write ``octets`` as fast as flow control allows; the rate at which they arrived."""
+    block = bytes(1 << 16)
+    start = time.perf_counter()
+    for _ in range(octets // len(block)):
+        writer.write(block)
+        await writer.drain()
+    end = await asyncio.wait_for(done, 300)
+    writer.close()
+    return octets / (end - start)
+
+
+async def _sal_throughput(octets: int, packet: int) -> float:
+    config = HostConfig(mss=packet - OVERHEAD, receive_buffer=4 << 20, send_buffer=4 << 20)
+    server_stack = await SalStack.start([("127.0.0.1", 0)], config=config)
+    client_stack = await SalStack.start([("127.0.0.1", 0)], config=config)
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    server = await server_stack.start_server(_sink(octets, done), SINK)
     client_stack.add_route(SINK, server_stack.endpoints[0])
     try:
-        _reader, writer = await client_stack.open_connection(SINK)
-        block = bytes(1 << 16)
-        start = time.perf_counter()
-        for _ in range(octets // len(block)):
-            writer.write(block)
-            await writer.drain()
-        end = await asyncio.wait_for(done, 300)
-        writer.close()
-        return octets / (end - start)
+        _, writer = await client_stack.open_connection(SINK)
+        return await _send_all(writer, octets, done)
     finally:
         server.close()
         client_stack.close()
@@ -154,29 +166,11 @@ async def _sal_throughput(octets: int, packet: int) -> float:
 
 async def _tcp_throughput(octets: int) -> float:
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-
-    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        received = 0
-        while received < octets:
-            chunk = await reader.read(1 << 20)
-            if not chunk:
-                break
-            received += len(chunk)
-        done.set_result(time.perf_counter())
-        writer.close()
-
-    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    server = await asyncio.start_server(_sink(octets, done), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        block = bytes(1 << 16)
-        start = time.perf_counter()
-        for _ in range(octets // len(block)):
-            writer.write(block)
-            await writer.drain()
-        end = await asyncio.wait_for(done, 300)
-        writer.close()
-        return octets / (end - start)
+        return await _send_all(writer, octets, done)
     finally:
         server.close()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 EXIT_USAGE = 2
 
@@ -44,3 +45,18 @@ def _checked_ip(host: str, text: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not an IP address") from None
+
+
+def bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` from ``low`` to ``high``, one-line errors."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {low:g} to {high:g}")
+        return value
+
+    return parse

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ref.chord.aio import DhtClient, NodeServer, start_node
 from ref.chord.exchange import Failure, Found, NotRegistered
 from ref.chord.node import NodeConfig
-from ref.cli_args import EXIT_USAGE, OneLineParser, host_port
+from ref.cli_args import EXIT_USAGE, OneLineParser, bounded, host_port
 from ref.keys import KeyFileError, load_key, load_or_create_key, public_key_text
 from ref.wire.constants import (
     BLOCK_SIZE,
@@ -91,19 +91,6 @@ def record_endpoint(text: str) -> RecordEndpoint:
         weight=fields["weight"],
         service_mask=fields["mask"],
     )
-
-
-def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not {low:g} to {high:g}")
-        return value
-
-    return parse
 
 
 def endpoint_text(endpoint: Endpoint) -> str:
@@ -190,21 +177,21 @@ def node_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--replicas",
-        type=_bounded(int, 1, 16),
+        type=bounded(int, 1, 16),
         default=DEFAULT_REPLICAS,
         metavar="K",
         help=f"replication factor k, 1 to R (default {DEFAULT_REPLICAS})",
     )
     parser.add_argument(
         "--successors",
-        type=_bounded(int, 3, 16),
+        type=bounded(int, 3, 16),
         default=DEFAULT_SUCCESSOR_LIST_LENGTH,
         metavar="R",
         help=f"successor list length r, 3 to 16 (default {DEFAULT_SUCCESSOR_LIST_LENGTH})",
     )
     parser.add_argument(
         "--stabilize-interval",
-        type=_bounded(float, 0.1, 3600),
+        type=bounded(float, 0.1, 3600),
         default=STABILIZE_INTERVAL,
         metavar="SECONDS",
         help=(
@@ -215,7 +202,7 @@ def node_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rate-limit",
-        type=_bounded(float, 1, 1e9),
+        type=bounded(float, 1, 1e9),
         default=float(RATE_LIMIT_PER_SOURCE),
         metavar="N",
         help=(
@@ -428,7 +415,7 @@ def dht_parser() -> argparse.ArgumentParser:
     resolve.add_argument("name", metavar="NAME")
     resolve.add_argument(
         "--index",
-        type=_bounded(int, 0, BLOCK_SIZE - 1),
+        type=bounded(int, 0, BLOCK_SIZE - 1),
         default=0,
         help="resolve the serviceID NAME's block base + INDEX (0 to 7, default 0)",
     )
@@ -457,7 +444,7 @@ def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_bounded(float, 0.1, 3600),
+        type=bounded(float, 0.1, 3600),
         default=DEFAULT_TIMEOUT if default is None else default,
         metavar="SECONDS",
         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
@@ -471,7 +458,7 @@ def _key_option(parser: argparse.ArgumentParser, help_text: str) -> None:
 def _ttl_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--ttl",
-        type=_bounded(int, 1, MAX_RECORD_LIFETIME),
+        type=bounded(int, 1, MAX_RECORD_LIFETIME),
         default=DEFAULT_RECORD_LIFETIME,
         metavar="SECONDS",
         help=f"{what} (1 to {MAX_RECORD_LIFETIME}, default {DEFAULT_RECORD_LIFETIME})",

@@ -40,7 +40,7 @@ from typing import Any, NoReturn, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ref.cli_args import EXIT_USAGE, OneLineParser, host_port
+from ref.cli_args import EXIT_USAGE, OneLineParser, bounded, host_port
 from ref.keys import KeyFileError, load_or_create_key
 from ref.sal.aio import Datagram, DatagramEndpoint, SalStack, ServiceUnreachable, endpoint_of
 from ref.sal.host import HostConfig
@@ -149,19 +149,6 @@ exit status:
 """
 
 
-def _bounded(kind: type[int] | type[float], low: float, high: float) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not {low:g} to {high:g}")
-        return value
-
-    return parse
-
-
 def _endpoint(text: str) -> Endpoint:
     host, port = host_port(text)
     return Endpoint(ipaddress.ip_address(host), port)
@@ -212,19 +199,19 @@ def cat_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--weight",
-        type=_bounded(int, 1, 65535),
+        type=bounded(int, 1, 65535),
         metavar="W",
         help=f"with --listen: this endpoint's weight, 1 to 65535 (default {DEMUX_WEIGHT})",
     )
     parser.add_argument(
         "--priority",
-        type=_bounded(int, 0, 255),
+        type=bounded(int, 0, 255),
         metavar="P",
         help=f"with --listen: this endpoint's priority, 0 to 255 (default {DEMUX_PRIORITY})",
     )
     parser.add_argument(
         "--timeout",
-        type=_bounded(float, 0.1, 3600),
+        type=bounded(float, 0.1, 3600),
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=(
