@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 
 from conformance.cases import case
 from conformance.cases.dht_ring import (
@@ -67,6 +68,19 @@ def stored(ctx: Context, peer: DhtPeer, record: ServiceRecord, what: str) -> Non
     reply = store(peer, record)
     if reply is None or getattr(reply.message.body, "sequence", None) != record.sequence:
         raise HarnessError(f"STORE of {what} was answered by {refused(reply)}")
+
+
+def refuses(
+    ctx: Context, peer: DhtPeer, steps: Iterable[tuple[ServiceRecord, ErrorCode, str]]
+) -> None:
+    """STORE each record; each must draw ERROR with its code (DHT-STORE-1)."""
+    for record, code, what in steps:
+        ctx.expect(
+            "DHT-STORE-1",
+            store(peer, record),
+            ErrorReply(code),
+            detail=f"{what}: ERROR {code.name}",
+        )
 
 
 @case(
@@ -304,14 +318,7 @@ def validation_order(ctx: Context) -> None:
             "an expired record at an address not validated",
         ),
     ]
-    for record, code, what in steps:
-        reply = store(peer, record)
-        ctx.expect(
-            "DHT-STORE-1",
-            reply,
-            ErrorReply(code),
-            detail=f"{what}: ERROR {code.name}",
-        )
+    refuses(ctx, peer, steps)
     ctx.require(
         "DHT-STORE-2",
         resolve_status(resolve(peer, base)) == ResolveStatus.NOT_FOUND,
@@ -333,25 +340,22 @@ def validation_order(ctx: Context) -> None:
     # Checks 5 and 6 against a block held by the first owner.
     stored(ctx, peer, good, "the first owner's record")
     intruder = ctx.key()
-    for record, code, what in (
-        (
-            record_for(intruder, base, elsewhere, sequence=2),
-            ErrorCode.ADDRESS_NOT_VALIDATED,
-            "another owner's record at an address not validated",
-        ),
-        (
-            record_for(owner, base, elsewhere, sequence=1, lifetime=60),
-            ErrorCode.ADDRESS_NOT_VALIDATED,
-            "the owner's record of the same Sequence at an address not validated",
-        ),
-    ):
-        reply = store(peer, record)
-        ctx.expect(
-            "DHT-STORE-1",
-            reply,
-            ErrorReply(code),
-            detail=f"{what}: ERROR {code.name}",
-        )
+    refuses(
+        ctx,
+        peer,
+        [
+            (
+                record_for(intruder, base, elsewhere, sequence=2),
+                ErrorCode.ADDRESS_NOT_VALIDATED,
+                "another owner's record at an address not validated",
+            ),
+            (
+                record_for(owner, base, elsewhere, sequence=1, lifetime=60),
+                ErrorCode.ADDRESS_NOT_VALIDATED,
+                "the owner's record of the same Sequence at an address not validated",
+            ),
+        ],
+    )
     ctx.require(
         "DHT-STORE-2",
         found(resolve(peer, base), good),

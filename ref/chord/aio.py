@@ -17,7 +17,6 @@ an exception.  Only a caller's mistake raises, as ``LocalProtocolError``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import random
 import socket
@@ -32,6 +31,7 @@ from ref.chord.exchange import Completed, Engine, Failure, Found, LookupResult, 
 from ref.chord.framing import WireFraming
 from ref.chord.node import Joined, Left, Node, NodeConfig, NodeState
 from ref.chord.ring import Peer
+from ref.sal.aio import bind_udp, endpoint_of
 from ref.sal.resolver import Registration, ResolverUnavailable, merge_registration
 from ref.wire.constants import DEFAULT_RECORD_LIFETIME, DEFAULT_REPLICAS, MAX_ADDRESS_TOKENS
 from ref.wire.errors import ErrorCode, LocalProtocolError, ServalError
@@ -62,15 +62,6 @@ __all__ = [
     "endpoint_of",
     "start_node",
 ]
-
-
-@functools.lru_cache(maxsize=4096)
-def endpoint_of(host: str, port: int) -> Endpoint:
-    """The Endpoint of a socket address; IPv4-mapped IPv6 becomes IPv4."""
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return Endpoint(address.ipv4_mapped, port)
-    return Endpoint(address, port)
 
 
 class _Driver(asyncio.DatagramProtocol):
@@ -195,21 +186,10 @@ def _ignore(event: Any) -> None:
 
 async def _open(host: str, port: int) -> tuple[_Driver, Endpoint]:
     """Bind a UDP socket to ``host`` (an IP literal) and ``port`` (0: any)."""
-    address = ipaddress.ip_address(host)
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6 and address.is_unspecified:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
-        sock.bind((host, port))
-        sock.setblocking(False)
-        bound = sock.getsockname()
-    except OSError:
-        sock.close()
-        raise
+    sock, endpoint = bind_udp(host, port, buffer=None)
     loop = asyncio.get_running_loop()
-    _, driver = await loop.create_datagram_endpoint(lambda: _Driver(family), sock=sock)
-    return driver, endpoint_of(bound[0], bound[1])
+    _, driver = await loop.create_datagram_endpoint(lambda: _Driver(sock.family), sock=sock)
+    return driver, endpoint
 
 
 # --- nodes -------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ def service_id_of(service: ServiceName) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)
 def endpoint_of(host: str, port: int) -> Endpoint:
     """The Endpoint of a socket address; IPv4-mapped IPv6 becomes IPv4."""
     return canonical_endpoint(Endpoint(ipaddress.ip_address(host), port))
@@ -240,17 +241,23 @@ class _Interface:
         return str(address), endpoint.port
 
 
-def _bind(address: Address) -> tuple[socket.socket, Endpoint]:
-    """A non-blocking UDP socket bound to ``address`` (port 0: any), and its endpoint."""
-    host, port = _address_text(address) if isinstance(address, Endpoint) else address
+def bind_udp(
+    host: str, port: int, *, buffer: int | None = SOCKET_BUFFER
+) -> tuple[socket.socket, Endpoint]:
+    """A non-blocking UDP socket bound to ``host`` (an IP literal) and ``port`` (0: any).
+
+    An IPv6 wildcard takes IPv4 too; ``buffer`` is asked for as SO_RCVBUF and
+    SO_SNDBUF (None: the system's).  Returns the socket and its bound endpoint.
+    """
     ip = ipaddress.ip_address(host)
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6 and ip.is_unspecified:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        if buffer is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, buffer)
         sock.bind((host, port))
         sock.setblocking(False)
         bound = sock.getsockname()
@@ -258,6 +265,11 @@ def _bind(address: Address) -> tuple[socket.socket, Endpoint]:
         sock.close()
         raise
     return sock, endpoint_of(bound[0], bound[1])
+
+
+def _bind(address: Address) -> tuple[socket.socket, Endpoint]:
+    host, port = _address_text(address) if isinstance(address, Endpoint) else address
+    return bind_udp(host, port)
 
 
 # --- flow owners ---------------------------------------------------------------------------

@@ -628,15 +628,15 @@ class Host:
         """
         self.now = now
         self._resolving.discard(service_id)
-        installed = False
+        live = record is not None and not record.is_tombstone
         if record is not None:
             try:
-                installed = bool(self.table.install_record(record, now)) or record.is_tombstone
+                self.table.install_record(record, now)  # a tombstone removes the rules
             except LocalProtocolError as problem:  # an expired record (SAL-TBL-20)
-                error = str(problem)
+                live, error = False, str(problem)
         parked = self._parked.pop(service_id, [])
         self._parked_count -= len(parked)
-        if not installed or (record is not None and record.is_tombstone):
+        if not live:
             detail = error or "the service is not registered"
             for item in parked:
                 self.drops[ErrorCode.NO_SERVICE] += 1  # SAL-TBL-12
@@ -823,7 +823,7 @@ class Host:
             flow = self.flows[duplicate]
             if flow.outstanding is not None:
                 flow.outstanding.retransmitted = True
-                self._send_control(flow, flow.outstanding.flags, flow.outstanding.verno, now)
+                self._send_control(flow, flow.outstanding.flags, flow.outstanding.verno)
             return
         if len(listening.half_open) >= MAX_REQUEST_QUEUE:  # SAL-CONN-8
             raise RemoteProtocolError("the request queue is full", ErrorCode.QUEUE_FULL)
@@ -852,7 +852,7 @@ class Host:
         self._half_open[key] = flow.local_flow_id
         listening.half_open.add(flow.local_flow_id)
         flow.outstanding = Outstanding(SYN | ACK, iss, now)
-        self._send_control(flow, SYN | ACK, iss, now)  # SAL-CONN-11
+        self._send_control(flow, SYN | ACK, iss)  # SAL-CONN-11
         self._arm_retransmit(flow, now)
         flow.state_deadline = now + REQUEST_TIMEOUT  # SAL-CONN-12
         self._push_timer(flow, flow.state_deadline)
@@ -892,7 +892,8 @@ class Host:
             self._try_migration(flow, now)
 
     def _on_data(self, flow: Flow, packet: SalPacket, now: float) -> None:
-        self._note(flow, Event.RCV_DATA)
+        # Every state with a flow has a "rcv data" row (Section 5.15): count it directly.
+        self.transitions[(flow.state, Event.RCV_DATA)] += 1
         if flow.state not in DATA_STATES or packet.protocol == TransportProtocol.NONE:
             return  # discarded without being counted (Section 5.5, step 6)
         if flow.transport is TransportProtocol.DATAGRAM:
@@ -916,7 +917,7 @@ class Host:
             last = flow.last_challenge
             if last is None or now - last >= CHALLENGE_ACK_INTERVAL:
                 flow.last_challenge = now
-                self._send_ack(flow, now)
+                self._send_ack(flow)
 
     def _on_syn_ack(
         self,
@@ -944,7 +945,7 @@ class Host:
         flow.peer = source
         self._take_ack(flow, control.ackno, now)
         self._transition(flow, Event.RCV_SYNACK_VALID, now)
-        flow.handshake_ack = self._send_ack(flow, now)
+        flow.handshake_ack = self._send_ack(flow)
         self._events.append(Connected(flow.local_flow_id, flow.local, source))
 
     def _on_handshake_ack(self, flow: Flow, control: Control, flags: int, now: float) -> None:
@@ -964,7 +965,7 @@ class Host:
             flow.rcv_rsyn = False
         self._transition(flow, Event.RCV_FIN_HANDSHAKE if fin else Event.RCV_ACK_VALID, now)
         if fin:
-            self._send_ack(flow, now)
+            self._send_ack(flow)
             self._end_of_peer_data(flow)
 
     def _on_control(
@@ -1035,7 +1036,7 @@ class Host:
                 self._end_of_peer_data(flow)  # before the Closed of entering TIMEWAIT
             self._transition(flow, event, now)
         if consuming and not answered and flow.local_flow_id in self.flows:  # SAL-CTRL-10
-            self._send_ack(flow, now)
+            self._send_ack(flow)
 
     def _on_fresh_rsyn(self, flow: Flow, flags: int, source: Endpoint, now: float) -> bool:
         """Section 5.10.4: an answer is only acknowledged; a move is answered."""
@@ -1054,7 +1055,7 @@ class Host:
         else:  # SAL-MIG-11: merge, keep the verno, send at once to the candidate
             outstanding.flags |= RSYN | ACK
             outstanding.retransmitted = True
-            self._send_control(flow, outstanding.flags, outstanding.verno, now)
+            self._send_control(flow, outstanding.flags, outstanding.verno)
         return True
 
     def _take_ack(self, flow: Flow, ackno: int, now: float) -> None:
@@ -1246,7 +1247,7 @@ class Host:
         if flow.state is State.REQUEST:  # SAL-CONN-3: look up again
             self._send_syn(flow, now)
         else:
-            self._send_control(flow, outstanding.flags, outstanding.verno, now)
+            self._send_control(flow, outstanding.flags, outstanding.verno)
         self._arm_retransmit(flow, now)
 
     def _arm_retransmit(self, flow: Flow, now: float) -> None:
@@ -1335,7 +1336,7 @@ class Host:
             self._send_new(flow, RSYN, now)
         else:  # SAL-MIG-5: the FIN becomes an RSYN-FIN, sent at once from the new endpoint
             outstanding.flags |= RSYN
-            self._send_control(flow, outstanding.flags, outstanding.verno, now)
+            self._send_control(flow, outstanding.flags, outstanding.verno)
         self.activity["migrations"] += 1
 
     # --- sending control packets ---------------------------------------------------------
@@ -1345,10 +1346,10 @@ class Host:
         verno = flow.snd_nxt
         flow.snd_nxt = seq_add(verno, 1)
         flow.outstanding = Outstanding(flags, verno, now)
-        self._send_control(flow, flags, verno, now)
+        self._send_control(flow, flags, verno)
         self._arm_retransmit(flow, now)
 
-    def _send_control(self, flow: Flow, flags: ControlFlags | int, verno: int, now: float) -> None:
+    def _send_control(self, flow: Flow, flags: ControlFlags | int, verno: int) -> None:
         """Send a control packet of the flow with the current ackno (SAL-CTRL-2, -15)."""
         flags = ControlFlags(flags)
         ackno = flow.rcv_nxt
@@ -1364,7 +1365,7 @@ class Host:
         assert destination is not None
         self._emit(encode_sal(packet), flow.local, destination)
 
-    def _send_ack(self, flow: Flow, now: float) -> bytes:
+    def _send_ack(self, flow: Flow) -> bytes:
         """A pure ACK: verno snd.nxt, ackno rcv.nxt (SAL-CTRL-3); returns its octets."""
         packet = SalPacket(
             flow.local_flow_id,

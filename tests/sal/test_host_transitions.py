@@ -31,10 +31,6 @@ class Scene:
     flow: Flow
     cut: list[bool]
 
-    @property
-    def peer_at(self) -> object:
-        return S1 if self.host is self.p.client else C1
-
     def inject(
         self, control: Control | None, *, payload: bytes = b"", service: bool = False
     ) -> None:
