@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--strict", action="store_true", help="a SHOULD not followed is a FAIL")
     parser.add_argument(
+        "--slow",
+        action="store_true",
+        help=(
+            "also run the cases that wait for the draft's long timers (TIME-WAIT, "
+            "FIN-WAIT-2, the retransmission limit: minutes); skipped otherwise"
+        ),
+    )
+    parser.add_argument(
         "--timeout",
         type=_positive,
         default=DEFAULT_TIMEOUT,
@@ -296,6 +304,7 @@ def _test(
         strict=args.strict,
         progress=advance,
         capture=capture,
+        slow=args.slow,
     )
     outcome = _Outcome(result, list(cases))
     if args.fuzz:

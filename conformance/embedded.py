@@ -36,6 +36,7 @@ def node_command(program: Sequence[str], key: Path) -> list[str]:
         "--stabilize-interval",
         str(STABILIZE_INTERVAL),
         "--forward-mode",  # so that the forward-mode cases (Section 6.9.3) run
+        "--test-services",  # and the SAL host cases (Appendix C.4)
     ]
 
 

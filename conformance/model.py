@@ -82,6 +82,7 @@ class Case:
     run: Callable[[Context], None]
     needs: frozenset[str] = frozenset()  # features the target must declare
     version: int = 1  # bumped whenever the case's expectations change
+    slow: bool = False  # waits for the draft's long timers: run only with --slow
 
     @property
     def suite(self) -> str:

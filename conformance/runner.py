@@ -100,8 +100,19 @@ def probe(address: Address, capture: Capture, timeout: float) -> Target:
     return Target(address, report)
 
 
+#: Why a slow case is skipped without --slow.
+SLOW_SKIP = "waits for the draft's long timers (60 s and more); run with --slow"
+
+
 def run_case(
-    case: Case, target: Target, capture: Capture, *, seed: int, timeout: float, strict: bool
+    case: Case,
+    target: Target,
+    capture: Capture,
+    *,
+    seed: int,
+    timeout: float,
+    strict: bool,
+    slow: bool = False,
 ) -> CaseResult:
     """Run one case and turn what it found into a verdict."""
     capture.case = case.id
@@ -112,6 +123,8 @@ def run_case(
         missing = sorted(case.needs - target.features)
         if missing:
             raise Unsupported(f"the target does not declare {', '.join(missing)}")
+        if case.slow and not slow:
+            raise Unsupported(SLOW_SKIP)
         case.run(context)
         if not context.findings:
             extra.append(Finding(None, Verdict.ERROR, "the case judged nothing (a harness bug)"))
@@ -146,6 +159,7 @@ def run(
     strict: bool = False,
     progress: Progress | None = None,
     capture: Capture | None = None,
+    slow: bool = False,
 ) -> Run:
     """Run ``cases`` (in order, grouped) against the target at ``address``."""
     capture = capture or Capture()
@@ -159,7 +173,9 @@ def run(
         before = alive(address, capture, timeout)
         for case in batch:
             if before:
-                result = run_case(case, target, capture, seed=seed, timeout=timeout, strict=strict)
+                result = run_case(
+                    case, target, capture, seed=seed, timeout=timeout, strict=strict, slow=slow
+                )
             else:
                 result = CaseResult(
                     case,

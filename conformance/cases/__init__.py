@@ -30,8 +30,14 @@ def case(
     title: str,
     needs: tuple[str, ...] = (),
     version: int = 1,
+    slow: bool = False,
 ) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
-    """Declare a case: ``@case("dht.header", "6.3", "DHT-HDR-2", title=...)``."""
+    """Declare a case: ``@case("dht.header", "6.3", "DHT-HDR-2", title=...)``.
+
+    ``needs`` names the target features the case requires (Appendix C.2);
+    ``slow`` marks a case that waits for one of the draft's long timers
+    (TIME-WAIT, the retransmission limit), which runs only with ``--slow``.
+    """
 
     def register(run: Callable[[Context], None]) -> Callable[[Context], None]:
         case_id = f"{group}.{run.__name__.replace('_', '-')}"
@@ -50,6 +56,7 @@ def case(
             run=run,
             needs=frozenset(needs),
             version=version,
+            slow=slow,
         )
         return run
 

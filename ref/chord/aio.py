@@ -31,6 +31,7 @@ from ref.chord.exchange import Completed, Engine, Failure, Found, LookupResult, 
 from ref.chord.framing import WireFraming
 from ref.chord.node import Joined, Left, Node, NodeConfig, NodeState
 from ref.chord.ring import Peer
+from ref.chord.saltarget import SalTarget
 from ref.sal.aio import bind_udp, endpoint_of
 from ref.sal.resolver import Registration, ResolverUnavailable, merge_registration
 from ref.wire.constants import DEFAULT_RECORD_LIFETIME, DEFAULT_REPLICAS, MAX_ADDRESS_TOKENS
@@ -69,7 +70,7 @@ class _Driver(asyncio.DatagramProtocol):
 
     def __init__(self, family: socket.AddressFamily) -> None:
         self.family = family
-        self.core: Engine | None = None
+        self.core: Engine | SalTarget | None = None
         self.on_event: Callable[[Any], None] = _ignore
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
@@ -77,7 +78,7 @@ class _Driver(asyncio.DatagramProtocol):
         self._armed_for: float | None = None
         self._operations: dict[int, asyncio.Future[Any]] = {}
 
-    def attach(self, core: Engine) -> None:
+    def attach(self, core: Engine | SalTarget) -> None:
         self.core = core
         self.service()
 
@@ -243,11 +244,14 @@ async def start_node(
     bootstrap: Sequence[Endpoint] = (),
     config: NodeConfig | None = None,
     log: Log | None = None,
+    test_services: bool = False,
 ) -> NodeServer:
     """Bind ``host``:``port`` (an IP literal; port 0 picks one) and start a node.
 
     With no ``bootstrap`` endpoint the node creates a ring (DHT-BOOT-1); otherwise
-    it joins through them, retrying until one answers (DHT-BOOT-2).
+    it joins through them, retrying until one answers (DHT-BOOT-2).  With
+    ``test_services`` the endpoint is also a SAL host serving the conformance
+    test services (Appendix C.4, :mod:`ref.chord.saltarget`).
     """
     driver, endpoint = await _open(host, port)
     node = Node(
@@ -261,7 +265,7 @@ async def start_node(
     )
     server = NodeServer(driver, node, endpoint)
     node.start(bootstrap)
-    driver.attach(node)
+    driver.attach(SalTarget(node, random.SystemRandom(), time.time()) if test_services else node)
     return server
 
 

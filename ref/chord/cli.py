@@ -216,6 +216,14 @@ def node_parser() -> argparse.ArgumentParser:
         help="also act as a SAL service router for unregistered serviceIDs (draft 6.9.3)",
     )
     parser.add_argument(
+        "--test-services",
+        action="store_true",
+        help=(
+            "also be a SAL host serving the conformance test services on the same port "
+            "(draft Appendix C.4), for serval-conform's SAL cases"
+        ),
+    )
+    parser.add_argument(
         "--log-json",
         action="store_true",
         help="write the node's protocol events to standard error as JSON lines",
@@ -246,7 +254,9 @@ def node_main(argv: Sequence[str] | None = None) -> NoReturn:
     key = _key_or_exit("serval-node", args.key, create=True, what="host")
     try:
         reporter = _Reporter(args.log_json)
-        code = asyncio.run(_run_node(host, port, key, args.bootstrap, config, reporter))
+        code = asyncio.run(
+            _run_node(host, port, key, args.bootstrap, config, reporter, args.test_services)
+        )
     except KeyboardInterrupt:  # before the signal handlers were in place
         code = EXIT_INTERRUPTED
     sys.exit(code)
@@ -276,10 +286,19 @@ async def _run_node(
     bootstrap: list[Endpoint],
     config: NodeConfig,
     reporter: _Reporter,
+    test_services: bool = False,
 ) -> int:
     log = reporter.log if reporter.json_lines else None
     try:
-        server = await start_node(host, port, key=key, bootstrap=bootstrap, config=config, log=log)
+        server = await start_node(
+            host,
+            port,
+            key=key,
+            bootstrap=bootstrap,
+            config=config,
+            log=log,
+            test_services=test_services,
+        )
     except OSError as error:
         reason = (error.strerror or type(error).__name__).lower()
         _say("serval-node", f"cannot listen on {host}:{port}: {reason}")

@@ -200,6 +200,9 @@ class Node(Engine):
         self._replicating: set[tuple[bytes, bytes]] = set()
         self._outside_since: dict[bytes, float] = {}
         self.router = ForwardMode(self) if config.forward_mode else None
+        #: Called with every STATUS report before it is sent, to add what a host
+        #: sharing the endpoint offers (ref.chord.saltarget).
+        self.amend_status: Callable[[dict[str, Any]], None] | None = None
         self._handlers: dict[MessageType, Handler] = {
             MessageType.PING: self._on_ping,
             MessageType.FIND_SUCCESSOR: self._on_find_successor,
@@ -982,7 +985,7 @@ class Node(Engine):
         activity = [
             (name, count) for name, count in self.counters.items() if not name.startswith(_COUNTED)
         ]
-        return {
+        report: dict[str, Any] = {
             # First, so that they survive the 1,024-byte cut: what a conformance
             # harness needs to know about this node (draft Appendix C).
             "features": ["dht", "counters"] + (["forward"] if config.forward_mode else []),
@@ -1003,6 +1006,9 @@ class Node(Engine):
             "successors": describe(self.successors),
             "activity": dict(sorted(activity)),
         }
+        if self.amend_status is not None:
+            self.amend_status(report)
+        return report
 
 
 def _utf8_prefix(text: bytes, limit: int) -> bytes:

@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import construct as cs
 
-from ref.wire.constants import DEFAULT_PORT, SERVALDHT_SERVICE_ID
+from ref.wire.constants import (
+    DEFAULT_PORT,
+    ECHO_DATAGRAM_SERVICE_ID,
+    ECHO_STREAM_SERVICE_ID,
+    HOLD_STREAM_SERVICE_ID,
+    INITIATOR_SERVICE_ID,
+    SERVALDHT_SERVICE_ID,
+    UNBOUND_SERVICE_ID,
+)
 from ref.wire.dht import (
     BODIES,
     SIGNED_TYPES,
@@ -150,9 +158,14 @@ FORMATS: dict[str, cs.Struct] = {
 __all__ = [
     "BODIES",
     "DEFAULT_PORT",
+    "ECHO_DATAGRAM_SERVICE_ID",
+    "ECHO_STREAM_SERVICE_ID",
     "FORMATS",
+    "HOLD_STREAM_SERVICE_ID",
+    "INITIATOR_SERVICE_ID",
     "SERVALDHT_SERVICE_ID",
     "SIGNED_TYPES",
+    "UNBOUND_SERVICE_ID",
     "Body",
     "Control",
     "ControlFlags",

@@ -52,7 +52,11 @@ def running_node(config: dict[str, Any] | None = None) -> Iterator[tuple[str, in
 
     async def start() -> NodeServer:
         return await start_node(
-            "127.0.0.1", 0, key=Ed25519PrivateKey.generate(), config=NodeConfig(**settings)
+            "127.0.0.1",
+            0,
+            key=Ed25519PrivateKey.generate(),
+            config=NodeConfig(**settings),
+            test_services=True,  # the SAL host cases (Appendix C.4)
         )
 
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
