@@ -28,7 +28,7 @@ from ref.chord.exchange import Completed, Found
 from ref.chord.node import Node
 from ref.sal.host import Host, HostConfig, ResolveNeeded
 from ref.sal.table import Rule, RuleType
-from ref.sal.testservices import TestServices
+from ref.sal.testservices import ConformanceServices
 from ref.wire.errors import RemoteProtocolError
 from ref.wire.sal import ControlFlags, Endpoint, decode_sal
 
@@ -41,7 +41,7 @@ class SalTarget:
     def __init__(self, node: Node, rng: Any, now: float) -> None:
         self.node = node
         self.host = Host([node.endpoint], rng=rng, now=now, config=HostConfig(register=False))
-        self.services = TestServices(self.host, now)
+        self.services = ConformanceServices(self.host, now)
         self.host.table.add(Rule.delay(), now)  # the initiator's mode 1 resolves
         self._resolving: dict[int, bytes] = {}  # node operation handle -> serviceID
         self._events: deque[Any] = deque()

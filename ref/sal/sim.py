@@ -67,6 +67,8 @@ class SalNetwork:
         self.hosts: dict[Endpoint, Host] = {}
         self.events: dict[int, list[HostEvent]] = {}
         self.taps: list[Tap] = []
+        #: Per host (by id), an application that takes events: True when it took one.
+        self.applications: dict[int, Callable[[HostEvent, float], bool]] = {}
         self.down: set[Endpoint] = set()  # interfaces that neither send nor receive
         self.sent = 0
         self.delivered = 0
@@ -127,9 +129,12 @@ class SalNetwork:
 
     def service(self, host: Host) -> None:
         """Carry out what ``host`` produced: datagrams, events, its next timer."""
-        for outgoing in host.datagrams_to_send():
-            self._send(outgoing)
-        while (event := host.next_event()) is not None:
+        while True:  # an application's handler may send more, or raise more events
+            for outgoing in host.datagrams_to_send():
+                self._send(outgoing)
+            event = host.next_event()
+            if event is None:
+                break
             self._on_event(host, event)
         deadline = host.get_timer()
         if deadline is not None and self._wake.get(id(host), float("inf")) > deadline:
@@ -169,6 +174,9 @@ class SalNetwork:
         self.service(host)
 
     def _on_event(self, host: Host, event: HostEvent) -> None:
+        handler = self.applications.get(id(host))
+        if handler is not None and handler(event, self.now):
+            return
         resolver = self.resolver
         if isinstance(event, ResolveNeeded):
             if resolver is not None:

@@ -1,7 +1,7 @@
 """The test services of a conformance target (draft Appendix C.4), on a sans-IO host.
 
 A SAL host that a conformance harness tests over one UDP endpoint must give
-the harness something to talk to.  :class:`TestServices` binds the four
+the harness something to talk to.  :class:`ConformanceServices` binds the four
 services of the conformance block on a :class:`~ref.sal.host.Host` and runs
 them from the host's events:
 
@@ -57,7 +57,7 @@ from ref.wire.constants import (
 from ref.wire.errors import LocalProtocolError
 from ref.wire.sal import TransportProtocol
 
-__all__ = ["INITIATOR_ROUTE_LIFETIME", "TestServices"]
+__all__ = ["INITIATOR_ROUTE_LIFETIME", "ConformanceServices"]
 
 #: Seconds a mode-0 route of the initiator lives (a hard timeout, SAL-TBL-3).
 INITIATOR_ROUTE_LIFETIME: Final = 300.0
@@ -74,7 +74,7 @@ class _Echo:
     request: DatagramReceived | None = None  # the initiator request it answers
 
 
-class TestServices:
+class ConformanceServices:
     """The Appendix C.4 services on ``host``; feed every host event to :meth:`handle`."""
 
     def __init__(self, host: Host, now: float) -> None:
