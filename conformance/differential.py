@@ -25,6 +25,7 @@ from conformance.peer import Datagram
 from conformance.runner import Run
 from ref.wire import (
     SERVALDHT_SERVICE_ID,
+    ControlFlags,
     Error,
     ErrorCode,
     FindSuccessorResponse,
@@ -34,11 +35,14 @@ from ref.wire import (
     Pong,
     RemoteProtocolError,
     ResolveResponse,
+    SalPacket,
     ServiceRecord,
     StatusResponse,
     StoreResponse,
+    TransportProtocol,
     decode_dht,
     decode_sal,
+    decode_stream,
 )
 from ref.wire.constants import DHT_HEADER_LENGTH
 
@@ -86,6 +90,32 @@ def _body(body: Any) -> str:
     return ""
 
 
+def sal_text(packet: SalPacket) -> str:
+    """A SAL packet that is not a ServalDHT message, its random fields masked.
+
+    FlowIDs, nonces, control and stream sequence numbers are drawn at random
+    by each host (SAL-CONN-1), so only the packet's kind, flags, transport and
+    sizes are compared.
+    """
+    if packet.control is not None:
+        kind = "|".join(f.name for f in ControlFlags if packet.control.flags & f and f.name)
+        kind = f"control {kind or 'none'}"
+    elif packet.destination_flow_id == 0:
+        kind = "datagram"
+    else:
+        kind = "data"
+    text = f"SAL {kind} protocol {int(packet.protocol)}"
+    if packet.destination_service is not None:
+        text += " with service"
+    if kind == "data" and packet.protocol == TransportProtocol.STREAM:
+        try:
+            segment = decode_stream(packet.payload)
+        except RemoteProtocolError as error:
+            return f"{text}, malformed segment: {error.error_code.name}"
+        return f"{text}, segment flags {int(segment.flags):#04x}, {len(segment.data)} octets"
+    return f"{text}, {len(packet.payload)} payload octets"
+
+
 def normalise(data: bytes) -> str | None:
     """A received datagram as text with its incidental fields masked.
 
@@ -96,8 +126,7 @@ def normalise(data: bytes) -> str | None:
     except RemoteProtocolError as error:
         return f"undecodable SAL packet: {error.error_code.name}"
     if packet.destination_service != SERVALDHT_SERVICE_ID:
-        control = packet.control.flags.name if packet.control is not None else "no CONTROL"
-        return f"SAL packet ({control}), {len(packet.payload)} payload bytes"
+        return sal_text(packet)
     payload = packet.payload
     if len(payload) >= DHT_HEADER_LENGTH and payload[1] < 0x80:
         return None
@@ -126,12 +155,17 @@ def _exchanges(datagrams: Sequence[Datagram]) -> dict[str, list[str]]:
             continue
         key = "not ServalDHT"
         try:
-            payload = decode_sal(datagram.data).payload
-            if len(payload) >= 12:
-                key = f"txid {payload[4:12].hex()}"
+            packet = decode_sal(datagram.data)
+            if packet.destination_service != SERVALDHT_SERVICE_ID:
+                key = "SAL"
+            elif len(packet.payload) >= 12:
+                key = f"txid {packet.payload[4:12].hex()}"
         except RemoteProtocolError:
             pass
-        exchanges.setdefault(key, []).append(text)
+        answers = exchanges.setdefault(key, [])
+        if key == "SAL" and answers and answers[-1] == text:
+            continue  # how often a packet is retransmitted depends on timing
+        answers.append(text)
     return exchanges
 
 
@@ -143,10 +177,14 @@ def _requests(datagrams: Sequence[Datagram]) -> list[bytes]:
         if not datagram.outbound:
             continue
         try:
-            payload = decode_sal(datagram.data).payload
+            packet = decode_sal(datagram.data)
         except RemoteProtocolError:
             sent.append(b"not SAL")
             continue
+        if packet.destination_service != SERVALDHT_SERVICE_ID:
+            sent.append(sal_text(packet).encode())
+            continue
+        payload = packet.payload
         if len(payload) >= DHT_HEADER_LENGTH and payload[1] >= 0x80:
             continue  # a member's answer to the target's request: timing driven
         sent.append(payload[:12])

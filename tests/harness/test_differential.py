@@ -12,7 +12,23 @@ from conformance.cases import all_cases
 from conformance.fuzz import Fuzzer
 from conformance.peer import Capture, dht_datagram
 from conformance.runner import run
-from ref.wire import DhtMessage, Error, ErrorCode, Ping, Status, StatusResponse, encode_dht
+from ref.wire import (
+    Control,
+    ControlFlags,
+    DhtMessage,
+    Error,
+    ErrorCode,
+    Ping,
+    SalPacket,
+    Status,
+    StatusResponse,
+    StreamFlags,
+    StreamSegment,
+    TransportProtocol,
+    encode_dht,
+    encode_sal,
+    encode_stream,
+)
 
 from .variants import running_node
 
@@ -38,13 +54,32 @@ def test_normalise_masks_what_two_conforming_nodes_may_differ_in() -> None:
     assert text(DhtMessage(Ping(), bytes(8))) is None
 
 
+def test_sal_packets_are_compared_without_their_random_fields() -> None:
+    def text(packet: SalPacket) -> str | None:
+        return differential.normalise(encode_sal(packet))
+
+    def syn_ack(flow: int, nonce: bytes, verno: int) -> SalPacket:
+        control = Control(ControlFlags.SYN | ControlFlags.ACK, verno, verno + 9, nonce)
+        return SalPacket(flow, flow + 1, TransportProtocol.STREAM, control=control)
+
+    assert text(syn_ack(5, b"a" * 8, 77)) == text(syn_ack(9, b"b" * 8, 12345))
+    assert text(syn_ack(5, b"a" * 8, 77)) == "SAL control SYN|ACK protocol 2, 0 payload octets"
+
+    def data(sequence: int, octets: bytes) -> SalPacket:
+        segment = StreamSegment(sequence, sequence * 3, StreamFlags.ACK, 256, octets)
+        return SalPacket(1, 2, TransportProtocol.STREAM, payload=encode_stream(segment))
+
+    assert text(data(1, b"xy")) == text(data(99, b"zw")) != text(data(1, b"xyz"))
+
+
 def test_two_reference_nodes_do_not_differ(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     with running_node() as (host_a, port_a), running_node() as (host_b, port_b):
         status = cli.main(
             [
                 *("--target", f"{host_a}:{port_a}", "--against", f"{host_b}:{port_b}"),
-                *("--case", "dht.header", "--seed", "4", "--timeout", "0.5"),
+                *("--case", "dht.header", "--case", "sal.connect", "--seed", "4"),
+                *("--timeout", "0.5"),
                 *("--fuzz", "150", "--json", str(report)),
             ]
         )
