@@ -13,6 +13,7 @@ from conformance.model import CaseAbort, Finding, HarnessError, Unsupported, Ver
 from conformance.peer import Address, Capture, DhtPeer, Received, Wire
 from conformance.requirements import requirements
 from ref.wire import Error, Status, StatusResponse
+from ref.wire.status import flat_counters
 
 #: The verdict of a violated requirement, by its level (Section 2 of the draft).
 _VIOLATION = {"MUST": Verdict.FAIL, "SHOULD": Verdict.WARN, "MAY": Verdict.PASS}
@@ -116,10 +117,7 @@ class Context:
         None when the report left them out to fit its 1,024 bytes.
         """
         self.needs("counters")
-        counters = self.status(peer).get("counters")
-        if not isinstance(counters, dict):
-            return None
-        return {str(k): v for k, v in counters.items() if isinstance(v, int)}
+        return flat_counters(self.status(peer).get("counters"))
 
     # --- judging --------------------------------------------------------------------
 

@@ -57,8 +57,16 @@ class Run:
 
     @property
     def verdict(self) -> Verdict:
+        """The worst verdict of a case that ran; SKIP only when every case was skipped.
+
+        A skipped case (an optional feature the target does not declare, or a
+        slow case without --slow) says nothing against the target.
+        """
         crashed = [Verdict.FAIL] if self.crashed_in else []
-        return worst([r.verdict for r in self.results] + crashed)
+        judged = [r.verdict for r in self.results if r.verdict != Verdict.SKIP]
+        if not judged and self.results and not crashed:
+            return Verdict.SKIP
+        return worst(judged + crashed)
 
     def exit_code(self) -> int:
         """0 when nothing failed, 1 on any FAIL (a WARN under --strict is already a FAIL)."""

@@ -74,6 +74,8 @@ STREAM, DATAGRAM, NONE = (
 )
 #: After a fence's PONG, how long to keep listening for a late answer.
 GRACE = 0.05
+#: Seconds after which a target's per-second RST budget (SAL-RST-3) is surely renewed.
+RST_RATE_WINDOW = 1.1
 #: The window the harness advertises, in 1024-octet units (the default, 256 KB).
 WINDOW = 256
 
@@ -160,6 +162,8 @@ class SalPeer:
         self.wire = self.dht.wire
         self._backlog: collections.deque[Heard] = collections.deque()
         self._fence_ids: set[bytes] = set()
+        #: When the last fence's PONG arrived: what came before it has ``at`` <= this.
+        self.fenced_at = 0.0
 
     # --- sending and hearing -----------------------------------------------------------
 
@@ -293,6 +297,7 @@ class SalPeer:
             message = _dht(packet.payload)
             if message is not None and message.transaction_id in self._fence_ids:
                 self._fence_ids.discard(message.transaction_id)
+                self.fenced_at = time.monotonic()
                 self.dht.tokens[source] = message.token
                 return None
         return Heard(data, source, time.monotonic(), packet)
@@ -317,6 +322,32 @@ class SalPeer:
         if flow.open() is None:
             raise HarnessError(f"no SYN-ACK from the target's test service {service_id.hex()[:16]}")
         return flow
+
+    def initiate(
+        self,
+        service_id: bytes,
+        transport: TransportProtocol,
+        *,
+        reply_to: bytes,
+        mode: int = 0,
+        data: bytes = b"",
+    ) -> None:
+        """Ask the initiator service to open a flow to ``service_id`` (Appendix C.4).
+
+        In mode 0 the target routes ``service_id`` to this socket, so its SYN
+        comes here; the outcome is answered to the serviceID ``reply_to``.
+        """
+        payload = service_id + bytes([int(transport), mode]) + data
+        self.send(
+            SalPacket(
+                0,
+                0,
+                DATAGRAM,
+                destination_service=INITIATOR_SERVICE_ID,
+                source_service=reply_to,
+                payload=payload,
+            )
+        )
 
     def close(self) -> None:
         self.dht.close()
@@ -514,6 +545,42 @@ class HarnessFlow:
         assert control is not None
         self.rcv_nxt = seq(control.verno + 1)
         self.send_control(ACK)
+
+    def is_reset(self, heard: Heard) -> bool:
+        """An RST addressed to this flow."""
+        return self.ours(heard) and heard.flags is not None and bool(heard.flags & RST)
+
+    def probe_packet(self) -> SalPacket:
+        """An ACK that changes nothing, to ask whether the target still has the flow.
+
+        Its ackno is the target's ISS, which acknowledges nothing new in any
+        state (not even the SYN-ACK of a flow in RESPOND), so a flow that
+        exists stays silent (an old acknowledgment, or in RESPOND an ACK
+        that is not the handshake's), while a target without the flow
+        answers with an RST (SAL-RST-1).
+        """
+        return self.control(ACK, ackno=self.peer_iss)
+
+    def end_stream(self, timeout: float | None = None) -> list[Heard]:
+        """Close the harness's stream and wait for the target's (Section 5.14.2).
+
+        Sends a FIN segment, takes what the target sends until its FIN
+        segment, and acknowledges it; ``peer_fin`` says whether it came.
+        Returns every packet heard, of any flow.
+        """
+        self.send(self.segment(flags=StreamFlags.ACK | StreamFlags.FIN))
+        self.stream_nxt = seq(self.stream_nxt + 1)
+        heard_all: list[Heard] = []
+        deadline = time.monotonic() + (self.peer.ctx.timeout if timeout is None else timeout)
+        while not self.peer_fin and (left := deadline - time.monotonic()) > 0:
+            heard = self.peer.hear(left)
+            if heard is None:
+                break
+            heard_all.append(heard)
+            self.take(heard)
+        if self.peer_fin:
+            self.send(self.segment())
+        return heard_all
 
     # --- the stream ------------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ def store_answered_before_replication(ctx: Context) -> None:
             Reply(MessageType.STORE_RESPONSE),
             detail="a STORE while every REPLICATE to the target's successor goes unanswered",
         )
+
         def replicated() -> bool:
             return any(isinstance(m.body, Replicate) and m.body.record == stored for m in held)
 

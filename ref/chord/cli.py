@@ -37,6 +37,7 @@ from ref.wire.errors import ProtocolError, ServalError
 from ref.wire.ids import service_id_for
 from ref.wire.records import RecordEndpoint
 from ref.wire.sal import Endpoint
+from ref.wire.status import flat_counters
 
 #: Exit statuses of serval-dht (and, 0 to 2, of serval-node).
 EXIT_OK = 0
@@ -354,7 +355,7 @@ def _short(node_id: bytes) -> str:
 
 
 def _status_line(report: dict[str, Any]) -> str:
-    counters: dict[str, int] = report.get("counters", {}) | report.get("activity", {})
+    counters = (flat_counters(report.get("counters")) or {}) | report.get("activity", {})
     drops = sum(v for k, v in counters.items() if k.startswith("drop."))
     errors = sum(v for k, v in counters.items() if k.startswith("error_sent."))
     requests = sum(v for k, v in counters.items() if k.startswith("request."))
@@ -594,7 +595,7 @@ async def _status(client: DhtClient, args: argparse.Namespace, key: None) -> int
 
 
 def _status_text(via: Endpoint, report: dict[str, Any]) -> str:
-    counters: dict[str, int] = report.get("counters", {}) | report.get("activity", {})
+    counters = (flat_counters(report.get("counters")) or {}) | report.get("activity", {})
     lines = [
         f"node {str(report.get('node_id', '?'))[:16]} at {endpoint_text(via)} "
         f"({report.get('state', '?')}), reports endpoint {report.get('endpoint', '?')}",

@@ -109,6 +109,7 @@ from ref.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ref.wire.ids import block_base
 from ref.wire.records import ServiceRecord
 from ref.wire.sal import Endpoint, SalPacket
+from ref.wire.status import nested_counters
 
 Handler = Callable[[Inbound, DhtMessage, bool], None]
 _NO_FLAGS = MessageFlags(0)
@@ -553,6 +554,18 @@ class Node(Engine):
             self.id, target, self._known_peers(), REFER_NODES
         )
 
+    def believed_replica(self, target: int) -> Peer | None:
+        """successor(target) when this node's own neighbours say it (Section 6.6, step 2).
+
+        A block between this node and its successor is held by the successor,
+        which no node in (n, target) can name: without this, such a block
+        would be looked for among nodes that precede it and never found.
+        """
+        status, peers = self.answer_lookup(target)
+        if status is LookupStatus.DONE:
+            return next((p for p in peers if p.key != self.key), None)
+        return None
+
     def _known_peers(self) -> Iterator[Peer]:
         return chain(self.fingers.values(), self.successors, self.predecessors)
 
@@ -992,16 +1005,16 @@ class Node(Engine):
             "stabilize_interval": config.stabilize_interval,
             "replicas": config.replicas,
             "rate_limit": [config.rate, config.burst],
+            # The drop and error counters are a member of Appendix C's table too, so
+            # they come before anything report_json may cut to fit 1,024 bytes.
+            "counters": nested_counters(drops_and_errors),
             "node_id": id_bytes(self.id).hex(),
             "endpoint": endpoint_text(self.me.endpoint),
             "state": self.state.value,
             "records": len(self.store),
             "cached": len(self.cache),
             "fingers": len({p.key for p in self.fingers.values()}),
-            # report_json drops members from the end to fit 1,024 bytes: the drop
-            # and error counters of Appendix C first, then the bounded lists, then the
-            # activity counters, which matter least.
-            "counters": dict(sorted(drops_and_errors)),
+            # Then the bounded lists, then the activity counters, which matter least.
             "predecessors": describe(self.predecessors),
             "successors": describe(self.successors),
             "activity": dict(sorted(activity)),

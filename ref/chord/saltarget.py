@@ -24,13 +24,14 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from ref.chord.exchange import Completed, Found
+from ref.chord.exchange import Completed, Found, NotRegistered
 from ref.chord.node import Node
 from ref.sal.host import Host, HostConfig, ResolveNeeded
 from ref.sal.table import Rule, RuleType
 from ref.sal.testservices import ConformanceServices
 from ref.wire.errors import RemoteProtocolError
 from ref.wire.sal import ControlFlags, Endpoint, decode_sal
+from ref.wire.status import flat_counters, nested_counters
 
 __all__ = ["SalTarget"]
 
@@ -109,7 +110,14 @@ class SalTarget:
                 busy = True
                 if isinstance(event, Completed) and event.handle in self._resolving:
                     service_id = self._resolving.pop(event.handle)
-                    record = event.result.record if isinstance(event.result, Found) else None
+                    result = event.result
+                    record = (
+                        result.record
+                        if isinstance(result, Found)
+                        else result.tombstone  # None, or the deletion (SAL-TBL-21)
+                        if isinstance(result, NotRegistered)
+                        else None
+                    )
                     error = "" if record is not None else getattr(event.result, "reason", "")
                     self.host.resolved(service_id, record, now, error=error)
                 else:
@@ -124,7 +132,7 @@ class SalTarget:
 
     def _amend_status(self, report: dict[str, Any]) -> None:
         report["features"] = [*report["features"], "sal"]
-        counters = Counter(report.get("counters", {}))
+        counters = Counter(flat_counters(report.get("counters")) or {})
         for code, count in self.host.drops.items():
             counters[f"drop.{code.name}"] += count
-        report["counters"] = dict(sorted(counters.items()))
+        report["counters"] = nested_counters(counters.items())

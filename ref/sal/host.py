@@ -870,8 +870,8 @@ class Host:
                 self._answer_with_rst(packet, source, local, now)
             raise RemoteProtocolError("no flow for the packet", ErrorCode.UNEXPECTED_CONTROL)
         protocol = packet.protocol
-        if protocol == TransportProtocol.NONE:  # SAL-HDR-8
-            if packet.payload and control is None:
+        if protocol == TransportProtocol.NONE:  # SAL-HDR-8, before SAL-EXT-25
+            if packet.payload:
                 raise RemoteProtocolError("Protocol NONE with a payload")
         elif protocol != flow.transport:
             raise RemoteProtocolError(f"Protocol {int(protocol)} on a {flow.transport.name} flow")
@@ -1214,10 +1214,8 @@ class Host:
     # --- timers ----------------------------------------------------------------------
 
     def _flow_timers(self, flow: Flow, now: float) -> None:
-        if flow.retransmit_at is not None and flow.retransmit_at <= now:
-            self._retransmit(flow, now)
-        if flow.local_flow_id not in self.flows:
-            return
+        # A state timeout wins over a retransmission due at the same time (SAL-CONN-12):
+        # the flow ends without sending it.
         if flow.state_deadline is not None and flow.state_deadline <= now:
             flow.state_deadline = None
             if flow.state is State.RESPOND:
@@ -1227,6 +1225,10 @@ class Host:
                 self._transition(flow, Event.STATE_TIMEOUT, now, reason=CloseReason.TIMEOUT)
             elif flow.state is State.TIMEWAIT:
                 self._transition(flow, Event.STATE_TIMEOUT, now)
+        if flow.local_flow_id not in self.flows:
+            return
+        if flow.retransmit_at is not None and flow.retransmit_at <= now:
+            self._retransmit(flow, now)
 
     def _retransmit(self, flow: Flow, now: float) -> None:
         """SAL-CTRL-15 and SAL-CTRL-16."""

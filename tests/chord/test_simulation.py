@@ -674,6 +674,31 @@ def test_ring_forms_and_lookups_succeed_with_five_percent_loss() -> None:
         assert result.nodes[0].key == truth.successor(target).key or ring_is_exact(net)
 
 
+def test_a_member_resolves_a_block_that_its_own_successor_holds(
+    records_ring: tuple[Network, random.Random, list[Node]],
+) -> None:
+    """A node's own RESOLVE starts at successor(block) when its neighbours name it.
+
+    The block lies between the resolving node and its successor, so no node in
+    (n, block) precedes it: the walk must start at the believed replica
+    (DHT-RES-10) rather than among the nodes that precede the block.
+    """
+    net, _, base = records_ring
+    registrant = net.add_client([base[0].endpoint])
+    record = make_record(ALICE, net.now, registrant.endpoint.address)
+    run(net, registrant, lambda: registrant.register(record))
+    wait_for(net, lambda: holders(net) == replica_set(net), limit=5.0)
+    first = Truth(net.members()).successor(id_of(PRINTER))
+    before = next(
+        node
+        for node in net.members()
+        if node.successors[0] is not None and node.successors[0].key == first.key
+    )
+    assert before.store.get(block_base(PRINTER), net.now) is None
+    found = run(net, before, lambda: before.resolve(PRINTER))
+    assert isinstance(found, Found) and found.record == record and found.hops == 1
+
+
 def test_a_resolver_never_goes_back_to_a_lower_sequence() -> None:
     """DHT-RES-7: after a verified record, an answer of lower Sequence is not taken.
 
@@ -715,9 +740,7 @@ def test_a_resolver_never_goes_back_to_a_lower_sequence() -> None:
     older = record(3)
     for node in nodes:
         if node.store.remove(service_id) is not None:
-            node.store.offer(
-                older, net.now, verify=lambda r: True, responsible=lambda s: True
-            )
+            node.store.offer(older, net.now, verify=lambda r: True, responsible=lambda s: True)
     again = net.run_operation(client, lambda: client.resolve(service_id))
     assert isinstance(again, Found) and again.record.sequence == 5
     fresh = net.add_client([nodes[0].endpoint])

@@ -90,7 +90,7 @@ def test_flow_packets_reach_the_host_and_its_drops_reach_status() -> None:
             answer = decode_sal(await asyncio.wait_for(loop.sock_recv(sock, 2048), 5))
             assert answer.control is not None and answer.control.flags & ControlFlags.RST
             assert answer.destination_flow_id == 0x0BAD
-            assert server.node.status()["counters"]["drop.UNEXPECTED_CONTROL"] == 1
+            assert server.node.status()["counters"]["drop"]["UNEXPECTED_CONTROL"] == 1
         finally:
             sock.close()
             server.close()
