@@ -1,10 +1,11 @@
-"""Packet traces: short, readable scripts of ServalDHT exchanges, replayed against a target.
+"""Packet traces: short, readable scripts of ServalDHT and SAL exchanges, replayed on a target.
 
 A trace is a text file in the spirit of packetdrill: what the harness sends,
 what it expects back, and how long it waits.  The canonical traces ship in
 ``conformance/traces/*.trace``; each one is a case of the group
-``dht.traces`` (``conformance/cases/traces.py``), with the file's name as
-the last part of the case ID, so every run replays them.  Example::
+``dht.traces``, or ``sal.traces`` for a trace with SAL packet steps
+(``conformance/cases/traces.py``), with the file's name as the last part
+of the case ID, so every run replays them.  Example::
 
     # trace: ping-pong
     # title: A PING is answered by one PONG that echoes its Transaction ID
@@ -59,6 +60,40 @@ Steps, one a line, run in order on one fresh client socket:
     of the first); RESOLVE_RESPONSE ``status`` (FOUND, NOT_FOUND, REFER),
     ``nodes``.  A datagram from another endpoint than the target's, or one
     that does not decode as a ServalDHT message, matches no alternative.
+    The alternative ``sal KIND [field=value ...]`` matches a SAL packet
+    that carries no ServalDHT message (the SERVICE extension, if any, is
+    not the ServalDHT service's) whose KIND is exactly the one given, as in
+    ``send sal``, with the same fields: ``service=none`` and
+    ``payload=none`` require their absence, and the segment fields of a
+    ``DATA`` alternative require a payload that decodes as a stream
+    segment.  Alternatives are separated by ``|`` with a space on either
+    side (``expect sal ACK dst=$FC | sal FIN|ACK dst=$FC``); elsewhere a
+    ``|`` inside a word separates too (``PONG|ERROR``).
+``send sal KIND [field=value ...]``
+    One SAL packet of a flow (Section 5.3.5), built with ``ref.wire`` and
+    sent as is (a trace with SAL steps must declare ``# needs: sal``).
+    KIND is ``DATA`` (a data packet, no CONTROL extension) or the exact
+    CONTROL flags, names among SYN, RSYN, ACK, NACK, RST, FIN joined by
+    ``|``: ``SYN``, ``SYN|ACK``, ``ACK``, ``FIN|ACK``, ``RST|ACK``,
+    ``RSYN``, ...  Fields: ``src`` and ``dst`` (Source and Destination
+    Flow ID), ``protocol`` (``NONE``, ``DATAGRAM``, ``STREAM`` or a number;
+    default ``STREAM`` for a segment, else ``DATAGRAM``), ``service`` (a
+    SERVICE extension with Role DESTINATION: 64 hex digits or a test
+    service of Appendix C.4, ``echo-stream``, ``echo-datagram``,
+    ``hold-stream``, ``initiator``, ``unbound``; default ``none``, no
+    extension), ``payload`` (hex, or ``none``, the default); a control
+    packet also ``verno``, ``ackno`` and ``nonce`` (8 octets); a DATA
+    packet instead of ``payload`` a stream segment (Section 5.14.2):
+    ``seq``, ``ack``, ``sflags`` (``ACK``, ``FIN``, ``ACK|FIN`` or ``0``;
+    default ``ACK``), ``window`` (default 256) and ``data`` (hex).  The
+    32-bit numbers ``src``, ``dst``, ``verno``, ``ackno``, ``seq`` and
+    ``ack`` default to 0, the nonce to zero octets.  Example, the
+    client's half of a handshake::
+
+        send sal SYN src=$FC nonce=$NC verno=$ISS service=echo-datagram
+        expect sal SYN|ACK dst=$FC ackno=$ISS+1 src=$FS nonce=$NS verno=$ISSS
+        send sal ACK src=$FC dst=$FS verno=$ISS+1 ackno=$ISSS+1 nonce=$NC
+
 ``wait SECONDS``
     Pause; what arrives meanwhile waits in the socket for the next expect.
 
@@ -73,7 +108,11 @@ Values
     unbound capture in ``txid``, ``target`` or ``id`` binds to fresh random
     bytes; any other capture a send uses must be bound by an earlier line.
     A capture bound in one alternative binds only if that alternative
-    matched.
+    matched.  The 32-bit numbers of SAL packets are decimal in captures;
+    there ``*`` and an unbound capture in a send draw a fresh random number
+    (a non-zero one for ``src`` and ``dst``), and ``$NAME+N`` or
+    ``$NAME-N``, N a number, is a bound capture plus or minus N modulo
+    2**32, in a send or an expect (the handshake's ackno is ISS + 1).
 
 Verdicts
     Every expect is one judgement of one requirement: the one in brackets at
@@ -92,6 +131,7 @@ Every mistake in a trace is a :class:`TraceError` naming ``file:line``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import time
@@ -109,8 +149,15 @@ from conformance.peer import Address, DhtPeer, summarise
 from conformance.requirements import requirements
 from ref.cli_args import host_port
 from ref.wire import (
+    ECHO_DATAGRAM_SERVICE_ID,
+    ECHO_STREAM_SERVICE_ID,
+    HOLD_STREAM_SERVICE_ID,
+    INITIATOR_SERVICE_ID,
     SERVALDHT_SERVICE_ID,
+    UNBOUND_SERVICE_ID,
     Body,
+    Control,
+    ControlFlags,
     DhtMessage,
     Endpoint,
     Error,
@@ -130,10 +177,17 @@ from ref.wire import (
     Resolve,
     ResolveResponse,
     ResolveStatus,
+    SalPacket,
     Status,
+    StreamFlags,
+    StreamSegment,
+    TransportProtocol,
     decode_dht,
     decode_sal,
+    decode_stream,
     encode_dht,
+    encode_sal,
+    encode_stream,
     public_key_bytes,
     service_id_for,
 )
@@ -141,6 +195,8 @@ from ref.wire import (
 SUFFIX = ".trace"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _CAPTURE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
+#: A capture plus or minus a number, modulo 2**32: ``$ISS+1``.
+_ARITHMETIC = re.compile(r"(\$[A-Za-z_][A-Za-z0-9_]*)([+-])(0[xX][0-9a-fA-F]+|[0-9]+)")
 _DIRECTIVE = re.compile(r"#\s*(trace|title|section|requirements|needs)\s*:\s*(.*)")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
@@ -164,16 +220,18 @@ class Send:
     code: str | None = None  # of an ERROR
     signed: bool = False
     raw: tuple[str, ...] = ()  # hex chunks and captures of a raw send
+    sal: str | None = None  # of a "sal" send: the control flags ("SYN|ACK") or "DATA"
 
 
 @dataclasses.dataclass(frozen=True)
 class Alternative:
-    kind: str  # a response type name, "any" or "nothing"
+    kind: str  # a response type name, "any", "nothing" or "sal"
     code: str | None = None  # of an ERROR; None accepts any code
     fields: Fields = ()
+    sal: str | None = None  # of a "sal" alternative: the control flags or "DATA"
 
     def __str__(self) -> str:
-        words = [self.kind, *([self.code] if self.code else [])]
+        words = [self.kind, *([self.code] if self.code else []), *([self.sal] if self.sal else [])]
         return " ".join(words + [f"{name}={value}" for name, value in self.fields])
 
 
@@ -205,6 +263,7 @@ class Trace:
     requirements: tuple[str, ...]
     needs: tuple[str, ...]
     steps: tuple[Step, ...]
+    uses_sal: bool = False  # some step sends or expects a SAL packet
 
 
 # --- fields -----------------------------------------------------------------------------
@@ -214,11 +273,12 @@ class Trace:
 class _Spec:
     """How a field's value is written and compared."""
 
-    kind: str  # "bytes", "int", "enum", "endpoint" or "text"
+    kind: str  # "bytes", "int", "enum", "endpoint", "text", "hex", "service", "sflags", ...
     size: int = 0  # bytes of a "bytes" field
     words: frozenset[str] = frozenset()  # the names of an "enum"; extra literals otherwise
     random: bool = False  # "*" in a send draws random bytes
     binds: bool = False  # an unbound capture in a send draws random bytes and binds
+    maximum: int = 0  # of an "int"; 0: no limit
 
 
 def _bytes(size: int, *, words: tuple[str, ...] = (), fresh: bool = False) -> _Spec:
@@ -229,7 +289,7 @@ def _enum(*names: str) -> _Spec:
     return _Spec("enum", words=frozenset(names))
 
 
-_OCTET = _Spec("int")
+_OCTET = _Spec("int", maximum=0xFF)
 _COUNT = _Spec("int")
 _ENDPOINT = _Spec("endpoint", words=frozenset({"self"}))
 
@@ -274,6 +334,140 @@ _RESPONSES = frozenset(t.name for t in MessageType if t.is_response)
 
 
 _NodeList = FindSuccessorResponse | ResolveResponse
+
+# --- SAL packets ------------------------------------------------------------------------
+
+#: The test services of Appendix C.4, by the names a trace gives them.
+SAL_SERVICES: dict[str, bytes] = {
+    "echo-stream": ECHO_STREAM_SERVICE_ID,
+    "echo-datagram": ECHO_DATAGRAM_SERVICE_ID,
+    "hold-stream": HOLD_STREAM_SERVICE_ID,
+    "initiator": INITIATOR_SERVICE_ID,
+    "unbound": UNBOUND_SERVICE_ID,
+}
+_SEQ = _Spec("int", maximum=0xFFFFFFFF, random=True, binds=True)  # 32 bits, modulo 2**32
+_FLOW = dataclasses.replace(_SEQ)  # a flowID: "*" draws a non-zero one
+_SAL_COMMON: dict[str, _Spec] = {
+    "src": _FLOW,
+    "dst": _FLOW,
+    "protocol": _Spec("protocol"),
+    "service": _Spec("service", 32, frozenset({"none"})),
+    "payload": _Spec("hex", words=frozenset({"none"})),
+}
+_SAL_CONTROL: dict[str, _Spec] = {
+    "verno": _SEQ,
+    "ackno": _SEQ,
+    "nonce": _bytes(8, fresh=True),
+}
+_SAL_SEGMENT: dict[str, _Spec] = {
+    "seq": _SEQ,
+    "ack": _SEQ,
+    "sflags": _Spec("sflags"),
+    "window": _Spec("int", maximum=0xFFFF),
+    "data": _Spec("hex"),
+}
+
+#: The window a stream segment advertises unless the trace says (1024-octet units).
+SAL_WINDOW = 256
+
+
+def _sal_fields(kind: str) -> dict[str, _Spec]:
+    return _SAL_COMMON | (_SAL_SEGMENT if kind == "DATA" else _SAL_CONTROL)
+
+
+def _flag_text(flags: int, names: type[ControlFlags] | type[StreamFlags]) -> str:
+    """Flags as their names joined by ``|``, in the order of the header, or ``0``."""
+    words = [flag.name for flag in names if flags & flag and flag.name]
+    rest = flags & ~sum(int(flag) for flag in names)
+    return "|".join(words + ([f"0x{rest:02X}"] if rest else [])) or "0"
+
+
+def _flag_value(text: str, names: type[ControlFlags] | type[StreamFlags]) -> int:
+    """``ACK|FIN``, ``0`` or a number; ValueError names the flags otherwise."""
+    if re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]+", text):
+        value = int(text, 0)
+        if value > 0xFF:
+            raise ValueError("out of range")
+        return value
+    value = 0
+    for word in text.upper().split("|"):
+        if word not in names.__members__:
+            raise ValueError(f"expected flags among {', '.join(names.__members__)}, joined by |")
+        value |= names[word]
+    return value
+
+
+def _protocol_text(protocol: int) -> str:
+    try:
+        return TransportProtocol(protocol).name
+    except ValueError:
+        return str(int(protocol))
+
+
+def _sal_kind(packet: SalPacket) -> str:
+    return "DATA" if packet.control is None else _flag_text(packet.control.flags, ControlFlags)
+
+
+def _segment(packet: SalPacket) -> StreamSegment | None:
+    try:
+        return decode_stream(packet.payload)
+    except RemoteProtocolError:
+        return None
+
+
+def _sal_text(packet: SalPacket) -> str:
+    """A SAL packet in the words of a trace line."""
+    words = [
+        f"sal {_sal_kind(packet)} src={packet.source_flow_id} dst={packet.destination_flow_id}",
+        f"protocol={_protocol_text(packet.protocol)}",
+    ]
+    if packet.control is not None:
+        control = packet.control
+        words.append(f"verno={control.verno} ackno={control.ackno} nonce={control.nonce.hex()}")
+    if packet.destination_service is not None:
+        words.append(f"service={packet.destination_service.hex()}")
+    segment = _segment(packet) if packet.protocol == TransportProtocol.STREAM else None
+    if packet.control is None and segment is not None:
+        words.append(
+            f"seq={segment.sequence} ack={segment.acknowledgment} "
+            f"sflags={_flag_text(segment.flags, StreamFlags)} window={segment.window} "
+            f"data={segment.data.hex() or '(none)'}"
+        )
+    elif packet.payload:
+        words.append(f"payload={packet.payload.hex()}")
+    return " ".join(words)
+
+
+def _control(packet: SalPacket) -> Control:
+    assert packet.control is not None  # the parser allows these fields on control kinds only
+    return packet.control
+
+
+def _segment_field(packet: SalPacket, name: str) -> str:
+    segment = _segment(packet)
+    if segment is None:
+        return "(not a stream segment)"
+    return {
+        "seq": lambda: str(segment.sequence),
+        "ack": lambda: str(segment.acknowledgment),
+        "sflags": lambda: _flag_text(segment.flags, StreamFlags),
+        "window": lambda: str(segment.window),
+        "data": lambda: segment.data.hex(),
+    }[name]()
+
+
+#: Expect field of a SAL packet -> its value in a received packet, as text.
+_SAL_ACTUAL: dict[str, Callable[[SalPacket], str]] = {
+    "src": lambda p: str(p.source_flow_id),
+    "dst": lambda p: str(p.destination_flow_id),
+    "protocol": lambda p: _protocol_text(p.protocol),
+    "service": lambda p: p.destination_service.hex() if p.destination_service else "none",
+    "verno": lambda p: str(_control(p).verno),
+    "ackno": lambda p: str(_control(p).ackno),
+    "nonce": lambda p: _control(p).nonce.hex(),
+    "payload": lambda p: p.payload.hex() or "none",
+    **{name: functools.partial(_segment_field, name=name) for name in _SAL_SEGMENT},
+}
 
 
 def _first_key(nodes: tuple[NodeInfo, ...]) -> str:
@@ -330,6 +524,8 @@ class _Parser:
         self.source = source
         self.line = 0
         self.bound: set[str] = set()
+        self.needs_sal = False  # the header declares the feature "sal"
+        self.uses_sal = False  # a step sends or expects a SAL packet
 
     def error(self, problem: str) -> TraceError:
         return TraceError(f"{self.source}:{self.line}: {problem}")
@@ -341,6 +537,14 @@ class _Parser:
                 raise self.error(f"{name}={text}: {text} is not bound by an earlier line")
             self.bound.add(text)
             return text
+        arithmetic = _ARITHMETIC.fullmatch(text)
+        if arithmetic and spec.maximum == 0xFFFFFFFF:
+            capture, sign, number = arithmetic.groups()
+            if capture not in self.bound:
+                raise self.error(f"{name}={text}: {capture} is not bound by an earlier line")
+            return f"{capture}{sign}{int(number, 0) & 0xFFFFFFFF}"
+        if arithmetic:
+            raise self.error(f"{name}={text}: arithmetic only on 32-bit numbers")
         if text.startswith("$"):
             raise self.error(f"{text!r} is not a capture name ($ and a letter, digits, _)")
         if text == "*":
@@ -364,13 +568,33 @@ class _Parser:
             return text.lower()
         if spec.kind == "int":
             number = int(text, 0)
-            if number < 0 or (spec is _OCTET and number > 0xFF):
+            if number < 0 or (spec.maximum and number > spec.maximum):
                 raise ValueError("out of range")
             return str(number)
         if spec.kind == "enum":
             if text.upper() not in spec.words:
                 raise ValueError(f"expected one of {', '.join(sorted(spec.words))}")
             return text.upper()
+        if spec.kind == "service":
+            if text.lower() in SAL_SERVICES:
+                return SAL_SERVICES[text.lower()].hex()
+            return _Parser._literal(_bytes(32), text)
+        if spec.kind == "hex":
+            if not _HEX.fullmatch(text):
+                raise ValueError("expected hex (an even number of digits)")
+            return text.lower()
+        if spec.kind == "sflags":
+            return _flag_text(_flag_value(text, StreamFlags), StreamFlags)
+        if spec.kind == "protocol":
+            if text.upper() in TransportProtocol.__members__:
+                return text.upper()
+            try:
+                number = int(text, 0)
+            except ValueError:
+                number = -1
+            if not 0 <= number <= 0xFF:
+                raise ValueError("expected NONE, DATAGRAM, STREAM or a number from 0 to 255")
+            return _protocol_text(number)
         if spec.kind == "endpoint":
             try:
                 return _endpoint_text(host_port(text, port_zero=True))
@@ -399,6 +623,9 @@ class _Parser:
         if not words:
             raise self.error("send what?")
         message, rest = words[0], words[1:]
+        if message == "sal":
+            kind, fields = self.sal(rest, send=True)
+            return Send(self.line, text, "sal", fields, sal=kind)
         if message == "raw":
             chunks = []
             for chunk in rest:
@@ -422,7 +649,7 @@ class _Parser:
             message, body = f"0x{int(message, 16):02X}", {}
         else:
             sendable = ", ".join(_SEND_BODY)
-            raise self.error(f"cannot send {message!r} (send {sendable}, a number or raw)")
+            raise self.error(f"cannot send {message!r} (send {sendable}, a number, raw or sal)")
         signed = "signed" in rest
         rest = [word for word in rest if word != "signed"]
         fields = self.fields(rest, _SEND_HEADER | body, send=True)
@@ -434,6 +661,31 @@ class _Parser:
         if {"id", "name"} <= names:
             raise self.error("give RESOLVE an id or a name, not both")
         return Send(self.line, text, message, fields, code, signed)
+
+    def sal(self, words: list[str], *, send: bool) -> tuple[str, Fields]:
+        """The KIND and fields of a SAL packet, after ``send sal`` or ``expect sal``."""
+        self.uses_sal = True
+        if not self.needs_sal:
+            raise self.error("a trace with SAL packets needs '# needs: sal' in its header")
+        if not words:
+            raise self.error("sal needs a KIND: control flags such as SYN|ACK, or DATA")
+        kind = words[0].upper()
+        if kind != "DATA":
+            try:
+                flags = _flag_value(kind, ControlFlags)
+            except ValueError:
+                flags = 0
+            if not flags or re.fullmatch(r"[0-9].*", kind):
+                raise self.error(
+                    f"no SAL packet kind {words[0]!r} (DATA, or control flags among"
+                    f" {', '.join(ControlFlags.__members__)} joined by |, such as SYN|ACK)"
+                )
+            kind = _flag_text(flags, ControlFlags)
+        fields = self.fields(words[1:], _sal_fields(kind), send=send)
+        names = {name for name, _ in fields}
+        if "payload" in names and names & set(_SAL_SEGMENT):
+            raise self.error("give a DATA packet a payload or stream segment fields, not both")
+        return kind, fields
 
     def code(self, text: str) -> str:
         """An error code by name, or a number (shown by name when it has one)."""
@@ -463,21 +715,38 @@ class _Parser:
             words = words[:-2]
         if "within" in words:
             raise self.error("'within SECONDS' comes after the alternatives")
-        alternatives = []
-        for part in " ".join(words).split("|"):
-            alternatives.append(self.alternative(part.split()))
+        # Alternatives are separated by a "|" standing alone; outside a SAL
+        # alternative, whose flags contain "|" (SYN|ACK), any "|" separates.
+        groups: list[list[str]] = [[]]
+        for word in words:
+            if word == "|":
+                groups.append([])
+            else:
+                groups[-1].append(word)
+        parts: list[list[str]] = []
+        for group in groups:
+            if group and group[0] == "sal":
+                parts.append(group)
+            else:
+                parts += [part.split() for part in " ".join(group).split("|")]
+        alternatives = [self.alternative(part) for part in parts]
         return Expect(self.line, text, tuple(alternatives), within, requirement)
 
     def alternative(self, words: list[str]) -> Alternative:
         if not words:
             raise self.error("an empty alternative")
         kind, rest = words[0], words[1:]
+        if kind == "sal":
+            sal, fields = self.sal(rest, send=False)
+            return Alternative(kind, fields=fields, sal=sal)
         if kind == "nothing":
             if rest:
                 raise self.error("nothing takes no fields")
             return Alternative(kind)
         if kind != "any" and kind not in _RESPONSES:
-            raise self.error(f"cannot expect {kind!r} (a response type, ERROR, any or nothing)")
+            raise self.error(
+                f"cannot expect {kind!r} (a response type, ERROR, any, nothing or sal)"
+            )
         code = None
         if kind == "ERROR" and rest and "=" not in rest[0]:
             code, rest = self.code(rest[0]), rest[1:]
@@ -523,6 +792,7 @@ def parse(text: str, source: str = "<trace>") -> Trace:
             continue
         if not steps:
             default = _check_header(parser, header)
+            parser.needs_sal = "sal" in header.get("needs", "").split()
         command, rest = words[0], words[1:]
         step_text = " ".join(words)
         if command == "send":
@@ -557,6 +827,7 @@ def parse(text: str, source: str = "<trace>") -> Trace:
         requirements=listed,
         needs=tuple(header.get("needs", "").split()),
         steps=tuple(steps),
+        uses_sal=parser.uses_sal,
     )
 
 
@@ -600,8 +871,11 @@ class _Arrival:
     source: Address
     message: DhtMessage | None
     problem: str = ""
+    packet: SalPacket | None = None  # a SAL packet that carries no ServalDHT message
 
     def show(self) -> str:
+        if self.packet is not None:
+            return _sal_text(self.packet)
         if self.message is None:
             return self.problem
         message = self.message
@@ -628,6 +902,9 @@ class _Player:
     # --- send ---------------------------------------------------------------------
 
     def send(self, step: Send) -> None:
+        if step.message == "sal":
+            self.peer.wire.send(encode_sal(self.sal_packet(step)))
+            return
         if step.message == "raw":
             payload = bytes.fromhex("".join(self.bound(step, chunk) for chunk in step.raw))
         else:
@@ -645,7 +922,10 @@ class _Player:
         return self.bindings[capture]
 
     def field_bytes(self, step: Send, name: str, default: str) -> bytes:
-        spec = (_SEND_HEADER | _SEND_BODY.get(step.message, {}))[name]
+        specs = (
+            _sal_fields(step.sal) if step.sal else _SEND_HEADER | _SEND_BODY.get(step.message, {})
+        )
+        spec = specs[name]
         text = dict(step.fields).get(name, default)
         if text == "*":
             return self.ctx.rng.randbytes(spec.size)
@@ -659,6 +939,78 @@ class _Player:
         if len(value) != spec.size:
             raise HarnessError(f"{self.where(step)}: {name} needs {spec.size} bytes, {text} has")
         return value
+
+    def number(self, where: str, name: str, text: str, bindings: dict[str, str]) -> int:
+        """A 32-bit field's value: a literal, a bound capture or ``$NAME+N``."""
+        arithmetic = _ARITHMETIC.fullmatch(text)
+        if arithmetic:
+            capture, sign, offset = arithmetic.groups()
+            base = self.number(where, name, capture, bindings)
+            return (base + int(offset) * (1 if sign == "+" else -1)) & 0xFFFFFFFF
+        if _CAPTURE.fullmatch(text):
+            if text not in bindings:
+                raise HarnessError(
+                    f"{where}: {text} is not bound (the alternative that binds it did not match)"
+                )
+            text = bindings[text]
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise HarnessError(f"{where}: {name}={text} is not a number") from None
+
+    def sal_number(self, step: Send, name: str) -> int:
+        fields = dict(step.fields)
+        text = fields.get(name, "0")
+        low = 1 if name in ("src", "dst") else 0  # a fresh flowID is not zero
+        if text == "*" or (_CAPTURE.fullmatch(text) and text not in self.bindings):
+            value = self.ctx.rng.randrange(low, 1 << 32)
+            if text != "*":
+                self.bindings[text] = str(value)
+            return value
+        return self.number(self.where(step), name, text, self.bindings)
+
+    def sal_packet(self, step: Send) -> SalPacket:
+        """The SAL packet of a ``send sal`` line; unset numbers are 0."""
+        assert step.sal is not None
+        fields = dict(step.fields)
+        stream = bool(set(fields) & set(_SAL_SEGMENT))
+        protocol_text = fields.get("protocol", "STREAM" if stream else "DATAGRAM")
+        protocol = (
+            TransportProtocol[protocol_text]
+            if protocol_text in TransportProtocol.__members__
+            else int(protocol_text)
+        )
+        service = fields.get("service", "none")
+        control = None
+        if step.sal != "DATA":
+            control = Control(
+                ControlFlags(_flag_value(step.sal, ControlFlags)),
+                self.sal_number(step, "verno"),
+                self.sal_number(step, "ackno"),
+                self.field_bytes(step, "nonce", "0"),
+            )
+        written = self.bound(step, fields.get("payload", "none"))
+        payload = b"" if written == "none" else bytes.fromhex(written)
+        if stream:
+            payload = encode_stream(
+                StreamSegment(
+                    self.sal_number(step, "seq"),
+                    self.sal_number(step, "ack"),
+                    StreamFlags(_flag_value(fields.get("sflags", "ACK"), StreamFlags)),
+                    int(fields.get("window", str(SAL_WINDOW))),
+                    bytes.fromhex(self.bound(step, fields.get("data", ""))),
+                )
+            )
+        return SalPacket(
+            self.sal_number(step, "src"),
+            self.sal_number(step, "dst"),
+            protocol,
+            control=control,
+            destination_service=(
+                None if service == "none" else bytes.fromhex(self.bound(step, service))
+            ),
+            payload=payload,
+        )
 
     def body(self, step: Send) -> Body:
         fields = dict(step.fields)
@@ -711,9 +1063,14 @@ class _Player:
             data, source = got
             try:
                 packet = decode_sal(data)
-                if packet.destination_service != SERVALDHT_SERVICE_ID:
-                    yield _Arrival(source, None, "a SAL packet not for the ServalDHT service")
-                    continue
+            except RemoteProtocolError as error:
+                yield _Arrival(source, None, f"an undecodable datagram ({error})")
+                continue
+            if packet.destination_service != SERVALDHT_SERVICE_ID:
+                problem = f"a SAL packet not for the ServalDHT service ({_sal_text(packet)})"
+                yield _Arrival(source, None, problem, packet)
+                continue
+            try:
                 yield _Arrival(source, decode_dht(packet.payload))
             except RemoteProtocolError as error:
                 yield _Arrival(source, None, f"an undecodable datagram ({error})")
@@ -724,12 +1081,12 @@ class _Player:
         reasons = []
         for alternative in step.alternatives:
             bindings = dict(self.bindings)
-            reason = self.match(alternative, arrival, bindings)
+            reason = self.match(step, alternative, arrival, bindings)
             if reason is None:
                 self.bindings = bindings
                 self.ctx.require(step.requirement, True, f"{self.where(step)}: {step.text}")
                 return
-            reasons.append(f"not {alternative.kind}: {reason}")
+            reasons.append(f"not {alternative.sal or alternative.kind}: {reason}")
         actual = f"nothing within {within:g} s" if arrival is None else arrival.show()
         self.ctx.require(
             step.requirement,
@@ -741,7 +1098,11 @@ class _Player:
         raise CaseAbort(f"{self.where(step)}: the target did not do as the trace expects")
 
     def match(
-        self, alternative: Alternative, arrival: _Arrival | None, bindings: dict[str, str]
+        self,
+        step: Expect,
+        alternative: Alternative,
+        arrival: _Arrival | None,
+        bindings: dict[str, str],
     ) -> str | None:
         """None when ``arrival`` matches, else why not; captures bind into ``bindings``."""
         if alternative.kind == "nothing":
@@ -750,6 +1111,14 @@ class _Player:
             return "got no datagram"
         if _endpoint_text(arrival.source) != _endpoint_text(self.ctx.target.address):
             return f"it came from {_endpoint_text(arrival.source)}, not the target's endpoint"
+        if alternative.kind == "sal":
+            packet = arrival.packet
+            if packet is None:
+                shown = arrival.show() if arrival.message else arrival.problem
+                return f"got {shown}, not a SAL packet of a flow"
+            if _sal_kind(packet) != alternative.sal:
+                return f"got {_sal_kind(packet)}"
+            return self.compare(step, alternative, lambda name: _SAL_ACTUAL[name](packet), bindings)
         message = arrival.message
         if message is None:
             return arrival.problem
@@ -760,8 +1129,23 @@ class _Player:
             code = _code_text(message.body.error_code)
             if code != alternative.code:
                 return f"error code {code}"
+        return self.compare(step, alternative, lambda name: _ACTUAL[name](message), bindings)
+
+    def compare(
+        self,
+        step: Expect,
+        alternative: Alternative,
+        actual_of: Callable[[str], str],
+        bindings: dict[str, str],
+    ) -> str | None:
+        """None when every field matches, else why not; captures bind into ``bindings``."""
         for name, expected in alternative.fields:
-            actual = _ACTUAL[name](message)
+            actual = actual_of(name)
+            if _ARITHMETIC.fullmatch(expected):
+                value = str(self.number(self.where(step), name, expected, bindings))
+                if actual != value:
+                    return f"{name} is {actual}, expected {expected} = {value}"
+                continue
             if expected == "self":
                 expected = _endpoint_text(self.peer.wire.local)
             if expected == "*":

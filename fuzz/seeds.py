@@ -97,6 +97,8 @@ def trace_payloads() -> list[bytes]:
     """The ServalDHT messages the shipped traces send (steps that need an answer skipped)."""
     payloads: list[bytes] = []
     for trace in traces.shipped():
+        if trace.uses_sal:
+            continue  # SAL flow packets, not ServalDHT messages
         context = _Context(trace.name)
         player = traces._Player(trace, context)  # type: ignore[arg-type]
         for step in trace.steps:

@@ -16,12 +16,17 @@ from conformance.peer import Address, Capture
 from conformance.runner import run_case
 from conformance.trace import Expect, Send, TraceError, Wait, load, parse, replay, shipped
 from ref.wire import (
+    ECHO_DATAGRAM_SERVICE_ID,
     SERVALDHT_SERVICE_ID,
+    ControlFlags,
     ErrorCode,
     MessageFlags,
     MessageType,
+    StreamFlags,
+    TransportProtocol,
     decode_dht,
     decode_sal,
+    decode_stream,
     service_id_for,
 )
 
@@ -157,10 +162,13 @@ def test_a_trace_file_is_named_by_its_header(tmp_path: Path) -> None:
         load(path)
 
 
-def test_every_shipped_trace_is_a_case_of_dht_traces() -> None:
+def test_every_shipped_trace_is_a_case_of_dht_traces_or_sal_traces() -> None:
     traces = shipped()
     files = sorted(p.stem for p in (ROOT / "conformance" / "traces").glob("*.trace"))
     assert [t.name for t in traces] == files
+    sal = sorted(t.name for t in traces if t.uses_sal)
+    assert {"sal-datagram-echo", "sal-reset-unknown-flow"} <= set(sal)
+    files = [name for name in files if name not in sal]
     expected = {
         "ping-pong",
         "status",
@@ -174,9 +182,95 @@ def test_every_shipped_trace_is_a_case_of_dht_traces() -> None:
     assert expected <= set(files)
     cases = {c.id: c for c in all_cases() if c.group == "dht.traces"}
     assert sorted(cases) == [f"dht.traces.{name}" for name in files]
+    sal_cases = {c.id: c for c in all_cases() if c.group == "sal.traces"}
+    assert sorted(sal_cases) == [f"sal.traces.{name}" for name in sal]
+    cases |= sal_cases
     for trace in traces:
-        case = cases[f"dht.traces.{trace.name}"]
+        case = cases[f"{'sal' if trace.uses_sal else 'dht'}.traces.{trace.name}"]
         assert case.requirements == trace.requirements and case.section == trace.section
+        assert ("sal" in case.needs) == trace.uses_sal
+    # The DHT traces run first, then the SAL ones, each group in one stretch.
+    order = [c.group for c in all_cases() if c.group.endswith(".traces")]
+    assert order == sorted(order)
+
+
+SAL_HEADER = """\
+# trace: sample
+# section: 5.8.2
+# needs: sal
+# requirements: SAL-CONN-11 SAL-RST-2
+"""
+
+
+def test_sal_steps_parse_into_kinds_and_canonical_fields() -> None:
+    trace = parse(
+        SAL_HEADER + "send sal SYN src=$FC nonce=$NC verno=$ISS service=echo-datagram\n"
+        "expect sal syn|ack dst=$FC ackno=$ISS+1 src=$FS nonce=$NS verno=$ISSS within 2\n"
+        "send sal ACK src=$FC dst=$FS verno=$ISS+1 ackno=$ISSS-0x10 protocol=stream\n"
+        "send sal DATA src=$FC dst=$FS seq=$ISS+1 sflags=fin|ack window=9 data=0102\n"
+        "expect sal ACK|FIN dst=$FC | sal DATA payload=none protocol=7 | nothing [SAL-RST-2]\n"
+        "send sal RST|ACK src=* dst=0x10 nonce=* verno=* service=none payload=00ff\n",
+        "sal.trace",
+    )
+    assert trace.uses_sal and trace.needs == ("sal",)
+    syn, syn_ack, ack, data, either, reset = trace.steps
+    assert isinstance(syn, Send) and (syn.message, syn.sal) == ("sal", "SYN")
+    assert ("service", ECHO_DATAGRAM_SERVICE_ID.hex()) in syn.fields
+    assert isinstance(syn_ack, Expect) and syn_ack.within == 2
+    (alternative,) = syn_ack.alternatives
+    assert (alternative.kind, alternative.sal) == ("sal", "SYN|ACK")
+    assert ("ackno", "$ISS+1") in alternative.fields
+    assert isinstance(ack, Send) and ("ackno", "$ISSS-16") in ack.fields
+    assert ("protocol", "STREAM") in ack.fields
+    assert isinstance(data, Send) and data.sal == "DATA" and ("sflags", "ACK|FIN") in data.fields
+    assert isinstance(either, Expect) and [str(a) for a in either.alternatives] == [
+        "sal ACK|FIN dst=$FC",
+        "sal DATA payload=none protocol=7",
+        "nothing",
+    ]
+    assert isinstance(reset, Send) and ("dst", "16") in reset.fields
+
+
+SAL_BAD_LINES = [
+    ("send sal", "sal needs a KIND"),
+    ("send sal PUSH", "no SAL packet kind 'PUSH'"),
+    ("send sal 0x20", "no SAL packet kind '0x20'"),
+    ("send sal SYN seq=1", "no field 'seq'"),
+    ("send sal DATA verno=1", "no field 'verno'"),
+    ("send sal DATA payload=01 data=02", "a payload or stream segment fields, not both"),
+    ("send sal SYN nonce=0102", "expected 8 bytes in hex"),
+    ("send sal SYN verno=4294967296", "out of range"),
+    ("send sal SYN ackno=$NOPE+1", "$NOPE is not bound by an earlier line"),
+    ("expect sal SYN|ACK ackno=$NOPE+1", "$NOPE is not bound by an earlier line"),
+    ("send sal SYN nonce=$NC+1", "arithmetic only on 32-bit numbers"),
+    ("send sal SYN service=printer", "expected 32 bytes in hex"),
+    ("send sal SYN protocol=TCP", "expected NONE, DATAGRAM, STREAM or a number"),
+    ("send sal DATA sflags=PSH", "expected flags among ACK, FIN"),
+    ("send sal DATA window=65536", "out of range"),
+    ("send sal DATA payload=0", "expected hex"),
+    ("expect sal", "sal needs a KIND"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"), SAL_BAD_LINES, ids=[line for line, _ in SAL_BAD_LINES]
+)
+def test_a_bad_sal_line_is_reported_with_file_and_line(line: str, problem: str) -> None:
+    text = (
+        SAL_HEADER
+        + "send sal SYN src=$F\nexpect sal RST [SAL-RST-2]\n"
+        + line
+        + "\nexpect nothing\n"
+    )
+    with pytest.raises(TraceError) as raised:
+        parse(text, "bad.trace")
+    assert str(raised.value).startswith("bad.trace:7: "), str(raised.value)
+    assert problem in str(raised.value)
+
+
+def test_sal_steps_need_the_feature_sal() -> None:
+    with pytest.raises(TraceError, match=r"^bad\.trace:5: .*'# needs: sal'"):
+        parse(HEADER + "send sal SYN\nexpect PONG\nexpect PONG [DHT-MSG-8]\n", "bad.trace")
 
 
 # --- what a send puts on the wire -------------------------------------------------------
@@ -250,6 +344,38 @@ def test_bodies_signing_numeric_types_and_raw_bytes(listener: socket.socket) -> 
     assert raw == bytes.fromhex("01010000") + message.transaction_id
     observed = decode_dht(pong).body.observed  # type: ignore[attr-defined]
     assert str(observed.address) == "127.0.0.1" and observed.port > 0
+
+
+def test_sal_packets_on_the_wire_with_captures_and_arithmetic(listener: socket.socket) -> None:
+    trace = parse(
+        SAL_HEADER + "send sal SYN src=$F nonce=$N verno=$ISS service=echo-datagram\n"
+        "send sal FIN|ACK src=$F dst=* verno=$ISS+1 ackno=$ISS-2 nonce=$N protocol=NONE\n"
+        "send sal DATA src=$F dst=7 seq=$ISS+0xFFFFFFFF ack=3 sflags=FIN data=6869\n"
+        "send sal DATA src=$F dst=7 payload=6869 protocol=2\n"
+        "send sal RST src=0 nonce=*\n"
+        "expect nothing within 0\nexpect nothing within 0 [SAL-RST-2]\n"
+    )
+    context = _context(listener.getsockname(), case="sal.traces.test")
+    replay(trace, context)
+    context.close()
+    syn, fin, segment, datagram, reset = (decode_sal(listener.recv(65535)) for _ in range(5))
+    assert syn.control is not None and syn.control.flags == ControlFlags.SYN
+    assert syn.source_flow_id != 0 and syn.destination_flow_id == 0
+    assert syn.protocol == TransportProtocol.DATAGRAM
+    assert syn.destination_service == ECHO_DATAGRAM_SERVICE_ID
+    iss, nonce = syn.control.verno, syn.control.nonce
+    assert fin.control is not None and fin.control.flags == ControlFlags.FIN | ControlFlags.ACK
+    assert fin.control.verno == (iss + 1) % 2**32 and fin.control.ackno == (iss - 2) % 2**32
+    assert fin.control.nonce == nonce and fin.source_flow_id == syn.source_flow_id
+    assert fin.destination_flow_id != 0 and fin.protocol == TransportProtocol.NONE
+    assert fin.destination_service is None
+    assert segment.control is None and segment.protocol == TransportProtocol.STREAM
+    stream = decode_stream(segment.payload)
+    assert stream.sequence == (iss - 1) % 2**32 and stream.acknowledgment == 3
+    assert stream.flags == StreamFlags.FIN and stream.window == 256 and stream.data == b"hi"
+    assert datagram.payload == b"hi" and datagram.protocol == TransportProtocol.STREAM
+    assert reset.control is not None and reset.control.nonce != bytes(8)
+    assert reset.source_flow_id == 0 and reset.control.verno == 0
 
 
 # --- replay against the reference -------------------------------------------------------
@@ -357,7 +483,10 @@ def test_the_command_line_replays_the_traces_and_writes_a_pcap(
     path = tmp_path / "traces.pcapng"
     host, port = reference
     code = cli.main(
-        ["--target", f"{host}:{port}", "--seed", "1", "--case", "dht.traces", "--pcap", str(path)]
+        [
+            *("--target", f"{host}:{port}", "--seed", "1", "--pcap", str(path)),
+            *("--case", "dht.traces", "--case", "sal.traces"),
+        ]
     )
     assert code == cli.EXIT_OK
     packets = read_pcapng(path.read_bytes())
@@ -365,4 +494,24 @@ def test_the_command_line_replays_the_traces_and_writes_a_pcap(
         open_ip_udp(packet.data)
     comments = "\n".join(packet.comment for packet in packets)
     for trace in shipped():
-        assert f"case dht.traces.{trace.name} verdict PASS: " in comments
+        group = "sal.traces" if trace.uses_sal else "dht.traces"
+        assert f"case {group}.{trace.name} verdict PASS: " in comments
+
+
+def test_a_sal_trace_expecting_the_wrong_ackno_fails_there(reference: Address) -> None:
+    text = (ROOT / "conformance" / "traces" / "sal-datagram-echo.trace").read_text()
+    mutated = text.replace("ackno=$ISS+1 nonce=$NS", "ackno=$ISS+2 nonce=$NS")
+    verdict, findings = _run(reference, mutated)
+    assert verdict == Verdict.FAIL
+    assert [(r, v) for r, v, _ in findings] == [("SAL-CONN-11", Verdict.FAIL)]
+    assert findings[0][2].startswith("mutated.trace:9: expect sal SYN|ACK")
+    assert "ackno is" in findings[0][2] and "expected $ISS+2 = " in findings[0][2]
+
+
+def test_a_sal_expect_does_not_match_a_servaldht_answer(reference: Address) -> None:
+    verdict, findings = _run(
+        reference,
+        SAL_HEADER + "send PING\nexpect sal SYN|ACK within 0.5\nexpect nothing [SAL-RST-2]\n",
+    )
+    assert verdict == Verdict.FAIL and findings[0][0] == "SAL-CONN-11"
+    assert "got PONG" in findings[0][2] and "not a SAL packet of a flow" in findings[0][2]
