@@ -10,7 +10,9 @@ Section 5.8 and 5.9 and the stream sequence numbers of Section 5.14.2, and
 builds every packet kind of Section 5.3.5 with any field overridden, so that
 a case can send exactly the packet it means to, right or wrong.
 
-Nothing here judges: the cases do, with :meth:`Context.require`.
+The cases judge, with :meth:`Context.require`; the one judgement made here
+is that of a drop (:func:`judge_drop`), which every SAL case module makes
+the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from conformance.context import Context
 from conformance.model import HarnessError
@@ -152,6 +154,60 @@ def show(heard: Heard | None) -> str:
     return "nothing" if heard is None else heard.describe()
 
 
+def describe_all(heard: Iterable[Heard]) -> str:
+    return "; ".join(h.describe() for h in heard) or "nothing"
+
+
+def read_counters(ctx: Context, peer: DhtPeer) -> collections.Counter[str]:
+    """The target's counters (feature "counters"), read with STATUS from ``peer``."""
+    counters = ctx.counters(peer)
+    if counters is None:
+        raise HarnessError("the STATUS report has no counters object (feature counters)")
+    return collections.Counter(counters)
+
+
+def judge_drop(
+    ctx: Context,
+    requirement: str,
+    code: ErrorCode,
+    detail: str,
+    *,
+    answers: Sequence[str],
+    change: collections.Counter[str],
+    others: bool = False,
+    recv3: bool = True,
+) -> bool:
+    """Judge that the target dropped a packet, counted under ``code``.
+
+    ``answers`` describes what the target sent back that the draft does not
+    allow (``others``: it allows some, which were left out), and ``change``
+    is how its counters moved.  With ``recv3`` the silence is judged under
+    SAL-RECV-3 as well.
+    """
+    name = f"drop.{code.name}"
+    drops = ", ".join(f"{k} +{v}" for k, v in sorted(change.items()) if k.startswith("drop."))
+    heard = "; ".join(answers) or "no packet"
+    if others:
+        dropped, expected = "dropped", f"{name} +1 and no other answer"
+    else:
+        dropped, expected = "dropped silently", f"silence and {name} +1"
+    if recv3:
+        ctx.require(
+            "SAL-RECV-3",
+            not answers,
+            f"no packet answers a dropped packet: {detail}",
+            expected="no packet",
+            actual=heard,
+        )
+    return ctx.require(
+        requirement,
+        not answers and change[name] >= 1,
+        f"{detail}: {dropped}, counted {code.name}",
+        expected=expected,
+        actual=f"{heard}; {drops or 'no drop counted'}",
+    )
+
+
 class SalPeer:
     """One harness socket speaking SAL to the target, with fences and counters."""
 
@@ -243,10 +299,7 @@ class SalPeer:
 
     def counters(self) -> collections.Counter[str]:
         """The target's counters (feature "counters"), read from this socket."""
-        counters = self.ctx.counters(self.dht)
-        if counters is None:
-            raise HarnessError("the STATUS report has no counters object (feature counters)")
-        return collections.Counter(counters)
+        return read_counters(self.ctx, self.dht)
 
     def dropped(
         self,
@@ -257,36 +310,59 @@ class SalPeer:
         *,
         to: Address | None = None,
         answered: Callable[[Heard], bool] | None = None,
+        recv3: bool = True,
+        log: list[Heard] | None = None,
     ) -> bool:
-        """Judge that the target drops ``packet``, counted under ``code``.
+        """Judge that the target drops ``packet``, counted under ``code`` (:func:`judge_drop`).
 
-        The packet must draw no answer (SAL-RECV-3), or only answers for
-        which ``answered`` is true (an RST or a challenge ACK the draft asks
-        for); every packet heard is returned in the finding.
+        The packet must draw no answer, or only packets for which
+        ``answered`` is true (an RST or a challenge ACK the draft asks for,
+        a retransmission that was due anyway); without ``answered`` the
+        silence is judged under SAL-RECV-3 too, unless ``recv3`` is false.
+        Every packet heard is added to ``log``.
         """
         before = self.counters()
         self.send(packet, to)
         heard = self.fence()
-        change = self.counters() - before
-        name = f"drop.{code.name}"
-        unexpected = [h for h in heard if answered is None or not answered(h)]
-        drops = ", ".join(f"{k} +{v}" for k, v in sorted(change.items()) if k.startswith("drop."))
-        actual = "; ".join(h.describe() for h in unexpected) or "no packet"
-        if answered is None:
-            self.ctx.require(
-                "SAL-RECV-3",
-                not unexpected,
-                f"no packet answers a dropped packet: {detail}",
-                expected="no packet",
-                actual=actual,
-            )
-        return self.ctx.require(
+        if log is not None:
+            log += heard
+        return judge_drop(
+            self.ctx,
             requirement,
-            not unexpected and change[name] >= 1,
-            f"{detail}: dropped, counted {code.name}",
-            expected=f"{name} +1 and no other answer",
-            actual=f"{actual}; {drops or 'no drop counted'}",
+            code,
+            detail,
+            answers=[h.describe() for h in heard if answered is None or not answered(h)],
+            change=self.counters() - before,
+            others=answered is not None,
+            recv3=recv3 and answered is None,
         )
+
+    def absent(self, flows: Sequence[HarnessFlow]) -> list[tuple[bool, list[Heard]]]:
+        """For each flow, whether the target has no such flow (its probe draws an RST).
+
+        Each flow's :meth:`HarnessFlow.probe_packet` goes from this socket;
+        the packets of the flow heard are returned with the answer.  RST
+        answers are rate-limited (SAL-RST-3), so the flows whose probe drew
+        none are asked once more after a second.
+        """
+        heard = self._probe(flows)
+        silent = [f for f in flows if not any(f.is_reset(h) for h in heard)]
+        if silent:
+            time.sleep(RST_RATE_WINDOW)
+            heard += self._probe(silent)
+        return [(any(f.is_reset(h) for h in heard), [h for h in heard if f.ours(h)]) for f in flows]
+
+    def present(self, flows: Sequence[HarnessFlow]) -> list[tuple[bool, list[Heard]]]:
+        """For each flow, whether the target still has it: its probe draws no RST."""
+        heard = self._probe(flows)
+        return [
+            (not any(f.is_reset(h) for h in heard), [h for h in heard if f.ours(h)]) for f in flows
+        ]
+
+    def _probe(self, flows: Iterable[HarnessFlow]) -> list[Heard]:
+        for flow in flows:
+            self.send(flow.probe_packet(), flow.destination)
+        return self.fence()
 
     def _heard(self, data: bytes, source: Address) -> Heard | None:
         try:
@@ -529,6 +605,13 @@ class HarnessFlow:
         fields.update(overrides)
         return self.control(SYN | ACK, **fields)  # type: ignore[arg-type]
 
+    def send_syn_ack(self) -> SalPacket:
+        """Send the SYN-ACK of a flow made by :meth:`accept`; snd.nxt is then ISS + 1."""
+        packet = self.syn_ack_packet()
+        self.send(packet)
+        self.snd_nxt = seq(self.iss + 1)
+        return packet
+
     def ours(self, heard: Heard) -> bool:
         """A packet of this flow (addressed to its flowID)."""
         return heard.packet is not None and heard.packet.destination_flow_id == self.flow_id
@@ -568,8 +651,7 @@ class HarnessFlow:
         segment, and acknowledges it; ``peer_fin`` says whether it came.
         Returns every packet heard, of any flow.
         """
-        self.send(self.segment(flags=StreamFlags.ACK | StreamFlags.FIN))
-        self.stream_nxt = seq(self.stream_nxt + 1)
+        self.send_fin_segment()
         heard_all: list[Heard] = []
         deadline = time.monotonic() + (self.peer.ctx.timeout if timeout is None else timeout)
         while not self.peer_fin and (left := deadline - time.monotonic()) > 0:
@@ -583,6 +665,11 @@ class HarnessFlow:
         return heard_all
 
     # --- the stream ------------------------------------------------------------------------
+
+    def send_fin_segment(self) -> None:
+        """End the harness's stream: a FIN segment, which takes one sequence number."""
+        self.send(self.segment(flags=StreamFlags.ACK | StreamFlags.FIN))
+        self.stream_nxt = seq(self.stream_nxt + 1)
 
     def write(self, data: bytes, *, chunk: int = 1024) -> None:
         """Send ``data`` as in-order segments (within the default window)."""
@@ -625,3 +712,12 @@ class HarnessFlow:
 def segments_of(heard: Iterable[Heard], flow: HarnessFlow) -> list[StreamSegment]:
     """The stream segments of ``flow`` among ``heard``."""
     return [s for h in heard if flow.ours(h) and (s := h.segment) is not None]
+
+
+def messages_of(heard: Iterable[Heard], flow: HarnessFlow) -> list[bytes]:
+    """The payloads of the data packets of ``flow`` among ``heard`` (its messages)."""
+    return [
+        h.packet.payload
+        for h in heard
+        if flow.ours(h) and h.packet is not None and h.packet.control is None
+    ]

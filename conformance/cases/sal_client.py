@@ -47,6 +47,7 @@ from conformance.salpeer import (
     HarnessFlow,
     Heard,
     SalPeer,
+    describe_all,
     seq,
     show,
 )
@@ -113,6 +114,21 @@ class Initiator:
     ) -> None:
         """Ask the target to connect to ``service_id`` (mode 0: towards ``peer``; 1: resolved)."""
         peer.initiate(service_id, transport, reply_to=self.reply_to, mode=mode, data=data)
+
+    def syn(
+        self,
+        peer: SalPeer,
+        service_id: bytes,
+        *,
+        transport: TransportProtocol = DATAGRAM,
+        data: bytes = b"",
+    ) -> Heard:
+        """Ask in mode 0 and return the target's SYN at ``peer``; a harness error without it."""
+        self.ask(peer, service_id, mode=0, transport=transport, data=data)
+        syn = wait_syn(peer, service_id)
+        if syn is None:
+            raise HarnessError(f"the target sent no SYN for a mode-0 request ({transport.name})")
+        return syn
 
     def is_outcome(self, heard: Heard) -> bool:
         packet = heard.packet
@@ -263,11 +279,7 @@ def syn_choices(ctx: Context) -> None:
     for index in range(6):
         service_id = ctx.rng.randbytes(32)
         transport = STREAM if index % 2 else DATAGRAM
-        initiator.ask(peer, service_id, mode=0, transport=transport)
-        syn = wait_syn(peer, service_id)
-        if syn is None:
-            raise HarnessError(f"no SYN for a mode-0 request for a {transport.name} flow")
-        seen.append(syn)
+        seen.append(initiator.syn(peer, service_id, transport=transport))
     for syn in seen:
         initiator.refuse(peer, syn, peer)
     flow_ids = [h.packet.source_flow_id for h in seen if h.packet is not None]
@@ -324,10 +336,7 @@ def syn_ack_checks(ctx: Context) -> None:
     initiator = Initiator(ctx)
     service_id = ctx.rng.randbytes(32)
     data = b"sent once CONNECTED"
-    initiator.ask(peer, service_id, mode=0, data=data)
-    syn = wait_syn(peer, service_id)
-    if syn is None:
-        raise HarnessError("the target sent no SYN for a mode-0 request")
+    syn = initiator.syn(peer, service_id, data=data)
     flow = HarnessFlow.accept(peer, syn)
     iss_c, client_flow = flow.peer_iss, flow.peer_flow_id
     other = ctx.rng.randbytes(32)
@@ -354,8 +363,7 @@ def syn_ack_checks(ctx: Context) -> None:
             answered=lambda h: is_syn(h, service_id),  # the SYN's own retransmission
         ):
             return  # the flow may have left REQUEST: the other checks would not test it
-    flow.send(flow.syn_ack_packet())
-    flow.snd_nxt = seq(flow.iss + 1)
+    flow.send_syn_ack()
     ack, _ = flow.wait_control(ACK)
     reply, control = (ack.packet, ack.control) if ack is not None else (None, None)
     ctx.require(
@@ -397,14 +405,8 @@ def syn_ack_from_elsewhere(ctx: Context) -> None:
     initiator = Initiator(ctx)
     service_id = ctx.rng.randbytes(32)
     data = b"first message"
-    initiator.ask(requester, service_id, mode=0, data=data)
-    syn = wait_syn(requester, service_id)
-    if syn is None:
-        raise HarnessError("the target sent no SYN for a mode-0 request")
-    flow = HarnessFlow.accept(server, syn)
-    syn_ack = flow.syn_ack_packet()
-    flow.send(syn_ack)
-    flow.snd_nxt = seq(flow.iss + 1)
+    flow = HarnessFlow.accept(server, initiator.syn(requester, service_id, data=data))
+    syn_ack = flow.send_syn_ack()
     ack, _ = flow.wait_control(ACK)
     message, _ = server.wait_for(lambda h: flow.ours(h) and h.control is None)
     ctx.require(
@@ -428,7 +430,7 @@ def syn_ack_from_elsewhere(ctx: Context) -> None:
         not stray,
         "nothing of the flow goes to the endpoint the SYN was sent to",
         expected="nothing at the SYN's destination",
-        actual="; ".join(h.describe() for h in stray) or "nothing",
+        actual=describe_all(stray),
     )
 
     def repeated(when: str, fin: Heard | None = None) -> None:
@@ -594,7 +596,7 @@ def record_rules(ctx: Context) -> None:
         "the resolution and is dropped, counted NO_SERVICE (not parked a second time)",
         expected="drop.NO_SERVICE +1, no SYN",
         actual=f"drop.NO_SERVICE +{drops(before, after, ErrorCode.NO_SERVICE)}; "
-        + ("; ".join(h.describe() for h in heard) or "nothing"),
+        f"{describe_all(heard)}",
     )
 
     # K.1 ends at the next full second, 0.2 to 0.8 s away: before K[0]'s SYN is retransmitted.

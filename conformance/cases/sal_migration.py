@@ -24,8 +24,8 @@ from conformance.cases.sal_transport import (
     TOLERANCE,
     carries,
     controls,
+    copies_until_reset,
     data_packets,
-    describe_all,
     echo,
     pump,
     reset,
@@ -43,10 +43,11 @@ from conformance.salpeer import (
     HarnessFlow,
     Heard,
     SalPeer,
+    describe_all,
     seq,
     show,
 )
-from ref.wire import ErrorCode, StreamFlags
+from ref.wire import ErrorCode
 
 ORDER = 45
 
@@ -398,8 +399,7 @@ def second_move_replaces_candidate(ctx: Context) -> None:
 
 def close_echo_stream(flow: HarnessFlow, ctx: Context) -> Heard:
     """End the harness's stream, acknowledge the echo's FIN, and return the target's SAL FIN."""
-    flow.send(flow.segment(flags=StreamFlags.ACK | StreamFlags.FIN))
-    flow.stream_nxt = seq(flow.stream_nxt + 1)
+    flow.send_fin_segment()
     pump(flow, lambda: flow.peer_fin, ctx.timeout)
     fin, _ = flow.wait_control(FIN | ACK)
     if fin is None or fin.control is None:
@@ -535,8 +535,7 @@ def rsyn_fin_after_fin(ctx: Context) -> None:
     """
     old, new = SalPeer(ctx), SalPeer(ctx)
     flow = old.connect(HOLD_STREAM_SERVICE_ID)
-    flow.send(flow.segment(flags=StreamFlags.ACK | StreamFlags.FIN))
-    flow.stream_nxt = seq(flow.stream_nxt + 1)
+    flow.send_fin_segment()
     end = flow.stream_nxt
 
     def acknowledges_fin(heard: Heard) -> bool:
@@ -640,26 +639,15 @@ def move_fails_at_retransmission_limit(ctx: Context) -> None:
     old, new = SalPeer(ctx), SalPeer(ctx)
     flow = old.connect()
     move(flow, new)
-    copies = 0
-    rst: Heard | None = None
-    deadline = time.monotonic() + LIMIT_WAIT
-    while rst is None and (left := deadline - time.monotonic()) > 0:
-        heard = new.hear(left)
-        if heard is None:
-            break
-        if is_control(flow, RSYN | ACK)(heard):
-            copies += 1
-        elif flow.ours(heard) and heard.flags is not None and heard.flags & RST:
-            rst = heard
+    copies, rst = copies_until_reset(new, flow, is_control(flow, RSYN | ACK), LIMIT_WAIT)
     at_old = old.fence()
-    new.send(flow.control(ACK))
-    closed, _ = new.wait_for(lambda h: flow.ours(h) and h.flags is not None and bool(h.flags & RST))
+    [(closed, after)] = new.absent([flow])
     ctx.require(
         "SAL-MIG-15",
-        copies == 9 and rst is not None and not controls(flow, at_old) and closed is not None,
+        copies == 9 and rst is not None and not controls(flow, at_old) and closed,
         "an RSYN-ACK never acknowledged is sent 9 times (8 retransmissions), then an RST goes "
         "to the new endpoint and the flow is closed",
         expected="9 RSYN-ACKs, an RST, then an RST for a packet of the closed flow",
-        actual=f"{copies} RSYN-ACKs, then {show(rst)}; afterwards {show(closed)}; old: "
+        actual=f"{copies} RSYN-ACKs, then {show(rst)}; afterwards {describe_all(after)}; old: "
         f"{describe_all(controls(flow, at_old))}",
     )

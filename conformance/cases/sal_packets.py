@@ -27,6 +27,7 @@ from conformance.context import Context
 from conformance.expect import AnyReply, Reply
 from conformance.model import HarnessError
 from conformance.peer import Address, DhtPeer, describe
+from conformance.salpeer import judge_drop, read_counters
 from ref.wire import (
     SERVALDHT_SERVICE_ID,
     DhtMessage,
@@ -167,10 +168,7 @@ class Probe:
         return self.peer.encode(message), message.transaction_id
 
     def read_counters(self) -> collections.Counter[str]:
-        counters = self.ctx.counters(self.peer)
-        if counters is None:
-            raise HarnessError("the STATUS report has no counters object (feature counters)")
-        return collections.Counter(counters)
+        return read_counters(self.ctx, self.peer)
 
     def exchange(self, data: bytes, *, to: Address | None = None) -> list[bytes]:
         """Send ``data`` then the fence; return what came back other than the fence's PONG."""
@@ -201,25 +199,13 @@ class Probe:
         """Judge that ``data`` is dropped silently and counted under ``code``."""
         answers = self.exchange(data)
         before, self.counts = self.counts, self.read_counters()
-        change = self.counts - before
-        name = f"drop.{code.name}"
-        drops = ", ".join(
-            f"{key} +{value}" for key, value in sorted(change.items()) if key.startswith("drop.")
-        )
-        heard = describe(answers[0]) if answers else "no packet"
-        self.ctx.require(
-            "SAL-RECV-3",
-            not answers,
-            f"no packet answers a dropped packet: {detail}",
-            expected="no packet",
-            actual=heard,
-        )
-        return self.ctx.require(
+        return judge_drop(
+            self.ctx,
             requirement,
-            not answers and change[name] >= 1,
-            f"{detail}: dropped silently, counted {code.name}",
-            expected=f"silence and {name} +1",
-            actual=f"{heard}; {drops or 'no drop counted'}",
+            code,
+            detail,
+            answers=[describe(a) for a in answers],
+            change=self.counts - before,
         )
 
     def answered(self, requirement: str, data: bytes, transaction_id: bytes, detail: str) -> bool:

@@ -32,6 +32,9 @@ from conformance.salpeer import (
     HarnessFlow,
     Heard,
     SalPeer,
+    describe_all,
+    messages_of,
+    segments_of,
     seq,
     show,
 )
@@ -98,10 +101,6 @@ def controls(flow: HarnessFlow, heard: Iterable[Heard]) -> list[Heard]:
     return [h for h in heard if flow.ours(h) and h.control is not None]
 
 
-def describe_all(heard: Iterable[Heard]) -> str:
-    return "; ".join(h.describe() for h in heard) or "nothing"
-
-
 def pump(
     flow: HarnessFlow,
     done: Callable[[], bool],
@@ -147,6 +146,27 @@ def reset(flow: HarnessFlow) -> None:
     flow.send_control(RST | ACK)
 
 
+def copies_until_reset(
+    peer: SalPeer, flow: HarnessFlow, is_copy: Callable[[Heard], bool], timeout: float
+) -> tuple[int, Heard | None]:
+    """How many packets ``is_copy`` heard at ``peer`` before the RST of ``flow``, and that RST.
+
+    For a flow that must fail at the retransmission limit: the packet never
+    acknowledged comes 9 times, then the RST (within ``timeout``).
+    """
+    copies = 0
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        heard = peer.hear(left)
+        if heard is None:
+            break
+        if is_copy(heard):
+            copies += 1
+        elif flow.is_reset(heard):
+            return copies, heard
+    return copies, None
+
+
 class Octets:
     """The target's stream as heard: octets by offset from its ISS, and where its FIN lies."""
 
@@ -177,6 +197,35 @@ class Octets:
 
 
 # --- Section 5.14: data in the handshake states ------------------------------------------------
+
+
+def stream_of(ctx: Context, flow: HarnessFlow, heard: Iterable[Heard], *, client: bool) -> Octets:
+    """The target's stream on ``flow`` as heard, counted from its first data octet.
+
+    That octet must carry the target's ISS (SAL-STREAM-2): ISS_c as the
+    client (its SYN's verno), ISS_s as the server (its SYN-ACK's verno).
+    Counting from it judges a wrong ISS once, here, and not in every offset.
+    """
+    segments = segments_of(heard, flow)
+    carrying = [s for s in segments if s.data]
+    iss = "ISS_c" if client else "ISS_s"
+    ctx.require(
+        "SAL-STREAM-2",
+        bool(carrying) and carrying[0].sequence == flow.peer_iss,
+        f"the {'client' if client else 'server'}'s first data octet has the sequence number "
+        f"{iss} (its {'SYN' if client else 'SYN-ACK'}'s verno)",
+        expected=f"sequence {flow.peer_iss}",
+        actual=(
+            f"sequence {carrying[0].sequence} ({offset(carrying[0].sequence, flow.peer_iss)} "
+            f"after {iss})"
+            if carrying
+            else "no data"
+        ),
+    )
+    octets = Octets(carrying[0].sequence if carrying else flow.peer_iss)
+    for segment in segments:
+        octets.add(segment)
+    return octets
 
 
 @case(
@@ -270,30 +319,12 @@ def data_in_request_is_discarded(ctx: Context) -> None:
         expected="no data packet",
         actual=describe_all(sent) if sent else "none",
     )
-    flow.send(flow.syn_ack_packet())
-    flow.snd_nxt = seq(flow.iss + 1)
+    flow.send_syn_ack()
     flow.send(flow.segment(late))
     flow.stream_nxt = seq(flow.stream_nxt + len(late))
     want = len(first) + len(late)
     heard = pump(flow, lambda: len(flow.received) >= want, ctx.timeout)
-    carrying = [s for h in heard if (s := segment_of(flow, h)) is not None and s.data]
-    ctx.require(
-        "SAL-STREAM-2",
-        bool(carrying) and carrying[0].sequence == flow.peer_iss,
-        "the client's first data octet has the sequence number ISS_c (its SYN's verno)",
-        expected=f"sequence {flow.peer_iss}",
-        actual=(
-            f"sequence {carrying[0].sequence} ({offset(carrying[0].sequence, flow.peer_iss)} "
-            "after ISS_c)"
-            if carrying
-            else "no data"
-        ),
-    )
-    octets = Octets(carrying[0].sequence if carrying else flow.peer_iss)
-    for one in heard:
-        if (segment := segment_of(flow, one)) is not None:
-            octets.add(segment)
-    got = octets.prefix()
+    got = stream_of(ctx, flow, heard, client=True).prefix()
     ctx.require(
         "SAL-FLOW-4",
         got == first + late,
@@ -335,7 +366,7 @@ def datagram_messages_one_by_one(ctx: Context) -> None:
             break
         heard.append(one)
     heard += peer.fence()
-    echoes = [h.packet.payload for h in data_packets(flow, heard) if h.packet is not None]
+    echoes = messages_of(heard, flow)
     others = controls(flow, heard)
     ctx.require(
         "SAL-DGRAM-9",
@@ -396,28 +427,11 @@ def echo_stream(ctx: Context) -> None:
     flow = peer.connect()
     data = ctx.rng.randbytes(3000)
     flow.write(data)
-    flow.send(flow.segment(flags=_ACK_FIN))
-    flow.stream_nxt = seq(flow.stream_nxt + 1)
+    flow.send_fin_segment()
     heard = pump(flow, lambda: flow.peer_fin, ctx.timeout)
-    segments = [s for h in heard if (s := segment_of(flow, h)) is not None]
-    carrying = [s for s in segments if s.data]
-    # Offsets from the first octet heard, so that a wrong ISS_s is judged once (SAL-STREAM-2).
-    base = carrying[0].sequence if carrying else flow.peer_iss
-    octets = Octets(base)
-    for segment in segments:
-        octets.add(segment)
-    ctx.require(
-        "SAL-STREAM-2",
-        bool(carrying) and carrying[0].sequence == flow.peer_iss,
-        "the server's first data octet has the sequence number ISS_s (its SYN-ACK's verno)",
-        expected=f"sequence {flow.peer_iss}",
-        actual=(
-            f"sequence {carrying[0].sequence} ({offset(carrying[0].sequence, flow.peer_iss)} "
-            "after ISS_s)"
-            if carrying
-            else "no data"
-        ),
-    )
+    segments = segments_of(heard, flow)
+    octets = stream_of(ctx, flow, heard, client=False)
+    base = octets.iss
     total = len(data) + 1
     wrong = []
     for segment in segments:
@@ -785,18 +799,12 @@ def retransmission_limit(ctx: Context) -> None:
     warm_up(flow, ctx)
     oldest = flow.stream_rcv
     flow.write(ctx.rng.randbytes(100))
-    copies = 0
-    rst: Heard | None = None
-    deadline = time.monotonic() + 300
-    while rst is None and (remaining := deadline - time.monotonic()) > 0:
-        heard = peer.hear(remaining)
-        if heard is None:
-            break
+
+    def is_copy(heard: Heard) -> bool:
         segment = segment_of(flow, heard)
-        if segment is not None and segment.data and segment.sequence == oldest:
-            copies += 1
-        elif flow.ours(heard) and heard.flags is not None and heard.flags & RST:
-            rst = heard
+        return segment is not None and bool(segment.data) and segment.sequence == oldest
+
+    copies, rst = copies_until_reset(peer, flow, is_copy, 300.0)
     ctx.require(
         "SAL-STREAM-11",
         rst is not None and copies == 9,
@@ -1048,8 +1056,7 @@ def sal_fin_after_stream_fin(ctx: Context) -> None:
     flow = peer.connect()
     data = ctx.rng.randbytes(500)
     flow.write(data)
-    flow.send(flow.segment(flags=_ACK_FIN))
-    flow.stream_nxt = seq(flow.stream_nxt + 1)
+    flow.send_fin_segment()
 
     def stream_fin(heard: Heard) -> bool:
         segment = segment_of(flow, heard)

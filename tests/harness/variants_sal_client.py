@@ -8,6 +8,7 @@ cases of ``conformance/cases/sal_client.py`` must catch every one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -190,34 +191,24 @@ def _parked_for_30_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host, "DELAY_TIMEOUT", 30.0)
 
 
-def _record_rules_never_expire(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SAL-TBL-19 broken: rules from a record get no hard timeout."""
-    import ref.sal.table as table
+def _record_rules_with(**fields: Any) -> Callable[[pytest.MonkeyPatch], None]:
+    """SAL-TBL-19 broken: every rule made from a record gets ``fields``."""
 
-    original = table.rules_from_record
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        import ref.sal.table as table
 
-    def rules_from_record(record: Any, now: float) -> list[Any]:
-        rules = original(record, now)
-        for rule in rules:
-            rule.hard_timeout = 0.0
-        return rules
+        original = table.rules_from_record
 
-    monkeypatch.setattr(table, "rules_from_record", rules_from_record)
+        def rules_from_record(record: Any, now: float) -> list[Any]:
+            rules = original(record, now)
+            for rule in rules:
+                for name, value in fields.items():
+                    setattr(rule, name, value)
+            return rules
 
+        monkeypatch.setattr(table, "rules_from_record", rules_from_record)
 
-def _record_priorities_lost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SAL-TBL-19 broken: rules from a record all get priority 0."""
-    import ref.sal.table as table
-
-    original = table.rules_from_record
-
-    def rules_from_record(record: Any, now: float) -> list[Any]:
-        rules = original(record, now)
-        for rule in rules:
-            rule.priority = 0
-        return rules
-
-    monkeypatch.setattr(table, "rules_from_record", rules_from_record)
+    return patch
 
 
 def _older_record_rules_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,8 +233,14 @@ VARIANTS = [
     Variant("sal-client-parked-dropped-on-success", "SAL-TBL-11", patch=_parked_dropped_on_success),
     Variant("sal-client-failure-uncounted", "SAL-TBL-12", patch=_failure_uncounted),
     Variant("sal-client-parked-for-30-seconds", "SAL-TBL-13", patch=_parked_for_30_seconds),
-    Variant("sal-client-record-rules-never-expire", "SAL-TBL-19", patch=_record_rules_never_expire),
-    Variant("sal-client-record-priorities-lost", "SAL-TBL-19", patch=_record_priorities_lost),
+    Variant(
+        "sal-client-record-rules-never-expire",
+        "SAL-TBL-19",
+        patch=_record_rules_with(hard_timeout=0.0),
+    ),
+    Variant(
+        "sal-client-record-priorities-lost", "SAL-TBL-19", patch=_record_rules_with(priority=0)
+    ),
     # Only the record case: the tombstone case also judges SAL-TBL-21.
     Variant(
         "sal-client-older-record-rules-kept",
