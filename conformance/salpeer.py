@@ -154,8 +154,9 @@ def show(heard: Heard | None) -> str:
     return "nothing" if heard is None else heard.describe()
 
 
-def describe_all(heard: Iterable[Heard]) -> str:
-    return "; ".join(h.describe() for h in heard) or "nothing"
+def describe_all(heard: Iterable[Heard], empty: str = "nothing") -> str:
+    """Every packet of ``heard`` described, or ``empty`` when there is none."""
+    return "; ".join(h.describe() for h in heard) or empty
 
 
 def read_counters(ctx: Context, peer: DhtPeer) -> collections.Counter[str]:

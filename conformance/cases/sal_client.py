@@ -496,7 +496,7 @@ def unregistered_service(ctx: Context) -> None:
         "dropped when the resolution fails, counted NO_SERVICE",
         expected="drop.NO_SERVICE +1, no SYN",
         actual=f"drop.NO_SERVICE +{drops(before, after, ErrorCode.NO_SERVICE)}; "
-        + ("; ".join(h.describe() for h in sent) or "no SYN"),
+        + (describe_all(sent, empty="no SYN")),
     )
     if outcomes:
         ctx.require(
@@ -936,7 +936,7 @@ def one_resolution(ctx: Context) -> None:
             "when the resolution succeeds every parked SYN is looked up again at once: the "
             "three flows' SYNs reach the endpoint of the record",
             expected="3 SYNs with 3 flowIDs at the record's endpoint",
-            actual="; ".join(h.describe() for h in released) or "no SYN",
+            actual=describe_all(released, empty="no SYN"),
         )
         for syn in released:
             refuse(provider, syn)
@@ -986,7 +986,7 @@ def expired_record(ctx: Context) -> None:
             not reached,
             "a record that expired 10 s ago, offered by the resolver, draws no SYN to its endpoint",
             expected="no SYN at the expired record's endpoint",
-            actual=("; ".join(h.describe() for h in reached) or "no SYN")
+            actual=(describe_all(reached, empty="no SYN"))
             + f"; outcome {initiator.outcomes(gathered)}",
         )
         for syn in reached:
@@ -1060,7 +1060,7 @@ def parked_two_seconds(ctx: Context) -> None:
             "when the resolution succeeds at 2.4 s, the SYN parked at 0 s is gone: at most one "
             "SYN (the retransmission parked at 1 s) reaches the record's endpoint",
             expected="at most 1 SYN",
-            actual="; ".join(h.describe() for h in released) or "no SYN",
+            actual=describe_all(released, empty="no SYN"),
         )
         for syn in released[:1]:
             refuse(provider, syn)

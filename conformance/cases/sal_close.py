@@ -30,14 +30,15 @@ from conformance.cases.sal_control import (
     echo_datagram,
     fin_heard,
     fins,
+    first_syn,
     gather,
+    initiate_flows,
     judge_gone,
     numbers,
     one_reset,
     other_nonce,
     pure_acks,
     resend_of,
-    syn_to,
     target_closes_first,
 )
 from conformance.context import Context
@@ -53,7 +54,7 @@ from conformance.salpeer import (
     describe_all,
     seq,
 )
-from ref.wire import ErrorCode, SalPacket, StreamFlags, TransportProtocol
+from ref.wire import ErrorCode, SalPacket, StreamFlags
 
 ORDER = 23
 
@@ -216,7 +217,7 @@ def target_closes_first_orders(ctx: Context) -> None:
             + ("ACK of FIN: FINWAIT2" if flow is waiting else "FIN with ACK of FIN: TIMEWAIT")
             + f"; the target's FIN is acknowledged and not sent again in {quiet_for:.1f} s",
             expected="no retransmission of the FIN",
-            actual=describe_all(late) or "none",
+            actual=describe_all(late, empty="none"),
         )
     for name, flow, verno in (
         ("timewait", direct, direct_verno),
@@ -436,23 +437,8 @@ def reset_each_state(ctx: Context) -> None:
     gather(peer, lambda heard: bool(acknowledges(heard, timewait, verno)), ctx.timeout, log)
     flows["TIMEWAIT"] = timewait
     # Two flows of the target's own: refused in REQUEST, reset in CONNECTED.
-    refused_id, reset_id = ctx.rng.randbytes(32), ctx.rng.randbytes(32)
-    reply_refused, reply_reset = ctx.rng.randbytes(32), ctx.rng.randbytes(32)
-    peer.initiate(refused_id, TransportProtocol.DATAGRAM, reply_to=reply_refused)
-    peer.initiate(reset_id, TransportProtocol.DATAGRAM, reply_to=reply_reset)
-
-    gather(
-        peer,
-        lambda heard: (
-            any(syn_to(refused_id)(h) for h in heard) and any(syn_to(reset_id)(h) for h in heard)
-        ),
-        ctx.timeout,
-        log,
-    )
-    refused_syn = next((h for h in log if syn_to(refused_id)(h)), None)
-    reset_syn = next((h for h in log if syn_to(reset_id)(h)), None)
-    if refused_syn is None or reset_syn is None:
-        raise HarnessError(f"the initiator service sent no SYN: {describe_all(log)}")
+    (refused_id, reply_refused), (reset_id, reply_reset) = initiate_flows(peer, 2, log)
+    refused_syn, reset_syn = first_syn(refused_id, log), first_syn(reset_id, log)
     server = HarnessFlow.accept(peer, reset_syn)
     server.send_syn_ack()
     gather(

@@ -348,7 +348,7 @@ def respond_state(ctx: Context) -> None:
         "a stream segment sent in RESPOND, then the handshake's ACK: the segment was "
         "discarded, so nothing is echoed",
         expected="no echo",
-        actual="; ".join(h.describe() for h in kept) or "no echo",
+        actual=describe_all(kept, empty="no echo"),
     )
     flow.write(early)  # the transport's retransmission, once the flow is established
     for h in peer.fence():
@@ -477,7 +477,7 @@ def protocol_of_a_flow(ctx: Context) -> None:
         not wrong,
         "every packet but an RST that the target sends on a STREAM and a DATAGRAM flow "
         "carries the flow's transport in its Protocol field",
-        actual="; ".join(h.describe() for h in wrong) or "all of them do",
+        actual=describe_all(wrong, empty="all of them do"),
     )
     stream.send_control(RST | ACK)
     messages.send_control(RST | ACK)
@@ -907,7 +907,7 @@ def duplicate_syn_and_request_timeout(ctx: Context) -> None:
         not others,
         "the duplicate SYN creates no second flow: every SYN-ACK to Fc comes from Fs",
         expected=f"SYN-ACKs from {first.packet.source_flow_id:#010x} only",
-        actual="; ".join(h.describe() for h in others) or "from Fs only",
+        actual=describe_all(others, empty="from Fs only"),
     )
     resent = [h.at - start for h in heard if flow.is_syn_ack(h)]
     ctx.require(

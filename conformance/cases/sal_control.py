@@ -223,6 +223,31 @@ def syn_to(service_id: bytes) -> Callable[[Heard], bool]:
     )
 
 
+def initiate_flows(peer: SalPeer, count: int, log: list[Heard]) -> list[tuple[bytes, bytes]]:
+    """Ask the initiator for ``count`` datagram flows to the harness at once (mode 0).
+
+    Hears into ``log`` until a SYN for each has come (a harness error if one
+    does not) and returns their (serviceID, reply_to) pairs, in order.
+    """
+    rng = peer.ctx.rng
+    asked = [(rng.randbytes(32), rng.randbytes(32)) for _ in range(count)]
+    for service_id, reply_to in asked:
+        peer.initiate(service_id, TransportProtocol.DATAGRAM, reply_to=reply_to)
+
+    def all_heard(heard: list[Heard]) -> bool:
+        return all(any(syn_to(service_id)(h) for h in heard) for service_id, _ in asked)
+
+    gather(peer, all_heard, peer.ctx.timeout, log)
+    if not all_heard(log):
+        raise HarnessError(f"the initiator service sent no SYN: {describe_all(log)}")
+    return asked
+
+
+def first_syn(service_id: bytes, log: list[Heard]) -> Heard:
+    """The first SYN to ``service_id`` in ``log`` (one :func:`initiate_flows` waited for)."""
+    return next(h for h in log if syn_to(service_id)(h))
+
+
 def answer_to(reply_to: bytes) -> Callable[[Heard], bool]:
     """The initiator service's answer naming how its flow ended, sent to ``reply_to``."""
     return lambda h: (
@@ -285,7 +310,7 @@ def fin_exchange(ctx: Context) -> None:
         "an ACK sent before the target's FIN has verno snd.nxt, which the ACK leaves for "
         "the FIN, and ackno rcv.nxt, past the harness's FIN",
         expected=f"verno {numbers(fin)[0]} (the FIN's), ackno {seq(verno + 1)}",
-        actual=describe_all(before_fin) or "no pure ACK (the FIN acknowledged it)",
+        actual=describe_all(before_fin, empty="no pure ACK (the FIN acknowledged it)"),
     )
     ctx.require(
         "SAL-CTRL-1",
@@ -324,14 +349,14 @@ def fin_exchange(ctx: Context) -> None:
             f"the ACK of {what} has ackno rcv.nxt and leaves snd.nxt unchanged: every ACK "
             "after the FIN has the same verno",
             expected=f"ackno {seq(verno + 1)}, one verno",
-            actual=describe_all(after) or "no ACK",
+            actual=describe_all(after, empty="no ACK"),
         )
         ctx.require(
             "SAL-CTRL-1",
             all(numbers(h)[0] == seq(next_verno + 1) for h in acks),
             f"once its FIN (verno {next_verno}) is sent, the target's snd.nxt is one past it",
             expected=f"ACK verno {seq(next_verno + 1)}",
-            actual=describe_all(acks) or "no ACK",
+            actual=describe_all(acks, empty="no ACK"),
         )
         new = [h for h in heard if flow.ours(h) and not retransmitted(h) and h not in acks]
         ctx.require(
@@ -582,7 +607,7 @@ def one_outstanding(ctx: Context) -> None:
         f"while its RSYN-ACK (verno {answer_verno}) is unacknowledged, the target sends no FIN, "
         "although its echo service closed",
         expected="no FIN",
-        actual=describe_all(early) or "no FIN",
+        actual=describe_all(early, empty="no FIN"),
     )
     resent = [h for h in log if again(h) and h is not answer]
     ctx.require(
@@ -695,7 +720,7 @@ def retransmission(ctx: Context) -> None:
             all(resend_of(sent[0])(h) for h in resent),
             f"flow {name}: every retransmission of the target's FIN keeps its verno and flags",
             expected=sent[0].describe(),
-            actual=describe_all(resent) or "no retransmission",
+            actual=describe_all(resent, empty="no retransmission"),
         )
         ctx.require(
             "SAL-CTRL-15",
@@ -703,7 +728,7 @@ def retransmission(ctx: Context) -> None:
             f"flow {name}: the unacknowledged FIN is sent again with the current ackno "
             f"({seq(verno + 1)}, past the harness's FIN)",
             expected="the same FIN again",
-            actual=describe_all(resent) or f"none within {window_end - sent[0].at:.2f} s",
+            actual=describe_all(resent, empty=f"none within {window_end - sent[0].at:.2f} s"),
         )
     ctx.require(
         "SAL-CTRL-14",
@@ -777,7 +802,7 @@ def retransmission(ctx: Context) -> None:
         "the timer stops when the outstanding packet is acknowledged: the acknowledged FIN "
         f"(FINWAIT2) is not sent again in {window_end - acknowledged_at:.1f} s",
         expected="no retransmission",
-        actual=describe_all(late) or "none",
+        actual=describe_all(late, empty="none"),
     )
     rsts = [h for h in log if stray.is_reset(h)]
     ctx.require(
@@ -786,7 +811,7 @@ def retransmission(ctx: Context) -> None:
         f"the RST that answers a packet for no flow is sent once, never again in "
         f"{window_end - (rsts[0].at if rsts else window_end):.1f} s",
         expected="exactly one RST",
-        actual=describe_all(rsts) or "no RST",
+        actual=describe_all(rsts, empty="no RST"),
     )
     for flow, sent in ((unsampled, slow), (sampled, fast)):
         flow.acknowledge(sent[0])
@@ -819,24 +844,9 @@ def retransmission_limit(ctx: Context) -> None:
       timeout, and the flow is gone.
     """
     peer = SalPeer(ctx)
-    requested, closing = ctx.rng.randbytes(32), ctx.rng.randbytes(32)
-    reply_request, reply_closing = ctx.rng.randbytes(32), ctx.rng.randbytes(32)
     log: list[Heard] = []
-    peer.initiate(requested, TransportProtocol.DATAGRAM, reply_to=reply_request)
-    peer.initiate(closing, TransportProtocol.DATAGRAM, reply_to=reply_closing)
-
-    gather(
-        peer,
-        lambda heard: (
-            any(syn_to(closing)(h) for h in heard) and any(syn_to(requested)(h) for h in heard)
-        ),
-        ctx.timeout,
-        log,
-    )
-    syns = [h for h in log if syn_to(closing)(h)]
-    if not syns or not any(syn_to(requested)(h) for h in log):
-        raise HarnessError(f"the initiator service sent no SYN: {describe_all(log)}")
-    flow = HarnessFlow.accept(peer, syns[0])
+    (requested, reply_request), (closing, reply_closing) = initiate_flows(peer, 2, log)
+    flow = HarnessFlow.accept(peer, first_syn(closing, log))
     flow.send_syn_ack()
     gather(
         peer, lambda heard: any(flow.ours(h) and h.is_control(ACK) for h in heard), ctx.timeout, log
@@ -908,7 +918,7 @@ def retransmission_limit(ctx: Context) -> None:
         not rst_request,
         "a flow that fails in REQUEST sends no RST",
         expected="no RST",
-        actual=describe_all(rst_request) or "none",
+        actual=describe_all(rst_request, empty="none"),
     )
     # The LASTACK flow: 8 retransmissions of the FIN, one RST, "timed out", gone.
     resent = [h for h in fins(log, flow) if h is not fin]
@@ -918,7 +928,7 @@ def retransmission_limit(ctx: Context) -> None:
         len(resent) == 8 and len(resets) >= 1 and resets[0].at > resent[-1].at,
         "a FIN that is never acknowledged is sent again 8 times, then the flow fails with an RST",
         expected="8 retransmissions, then an RST",
-        actual=f"{len(resent)} retransmissions; {describe_all(resets) or 'no RST'}",
+        actual=f"{len(resent)} retransmissions; {describe_all(resets, empty='no RST')}",
     )
     one_reset(ctx, resets, "a flow that fails")
     answers = [h for h in log if answer_to(reply_closing)(h)]

@@ -27,7 +27,7 @@ from typing import Any
 from ref.chord.exchange import Completed, Found, NotRegistered
 from ref.chord.node import Node
 from ref.sal.host import Host, HostConfig, ResolveNeeded
-from ref.sal.table import Rule, RuleType
+from ref.sal.table import Rule
 from ref.sal.testservices import ConformanceServices
 from ref.wire.errors import RemoteProtocolError
 from ref.wire.sal import ControlFlags, Endpoint, decode_sal
@@ -55,7 +55,7 @@ class SalTarget:
         return self.node.counters
 
     def receive_datagram(self, data: bytes, source: Endpoint, now: float) -> None:
-        if self._for_host(data, now):
+        if self._for_host(data):
             self.host.receive_datagram(data, source=source, local=self.node.endpoint, now=now)
         else:
             self.node.receive_datagram(data, source, now)
@@ -83,23 +83,25 @@ class SalTarget:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _for_host(self, data: bytes, now: float) -> bool:
-        """Whether the host takes ``data``: flow packets and packets for its listeners."""
+    def _for_host(self, data: bytes) -> bool:
+        """Whether the host takes ``data``: flow packets and packets for its listeners.
+
+        A packet addressed to a flow is the host's whatever else it holds (the
+        host validates it and counts its drops as the node would); only a
+        packet without a flowID is decoded here, to read its serviceID.
+        """
+        if len(data) >= 8 and data[4:8] != bytes(4):
+            return True
         try:
             packet = decode_sal(data)
         except RemoteProtocolError:
             return False  # the node drops and counts it as it always has
-        if packet.destination_flow_id != 0:
-            return True
         if packet.destination_service is None:
             return False
         control = packet.control
         if control is not None and control.flags != ControlFlags.SYN:
             return False
-        return any(
-            rule.type is RuleType.DEMUX and rule.prefix.matches(packet.destination_service)
-            for rule in self.host.table
-        )
+        return packet.destination_service in self.services.service_ids
 
     def _settle(self, now: float) -> None:
         """Run the host's events through the services and resolutions until none is left."""

@@ -91,6 +91,15 @@ class ConformanceServices:
         self._initiator = host.listen(
             INITIATOR_SERVICE_ID, TransportProtocol.DATAGRAM, now, register=False
         )
+        #: The serviceIDs bound, each at prefix length 256: what the host takes.
+        self.service_ids = frozenset(
+            (
+                ECHO_STREAM_SERVICE_ID,
+                ECHO_DATAGRAM_SERVICE_ID,
+                HOLD_STREAM_SERVICE_ID,
+                INITIATOR_SERVICE_ID,
+            )
+        )
         self._echoing: dict[int, _Echo] = {}
         self._connecting: dict[int, tuple[bytes, _Echo]] = {}  # flowID -> first data
 
