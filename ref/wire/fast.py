@@ -1193,7 +1193,28 @@ def _array_builder(node: _Array, hint: Any, mapping: bool) -> _NodeBuild:
     return build_array
 
 
+def fixed_struct(fmt: cs.Construct[Any, Any]) -> struct.Struct:
+    """The ``struct.Struct`` of a fixed-size format, derived from its declaration.
+
+    For a codec's shortcut for its commonest packets: the fields' order and
+    widths still come from the one declaration.  What the fields' constants
+    and adapters would check or convert is the caller's to do.
+    """
+    layout = _layout(fmt)
+    if not layout.fixed:
+        raise DerivationError(f"not of a fixed size: {fmt!r}")
+    return struct.Struct(">" + layout.code)
+
+
 INTERPRETED: Final = Interpreted()
 DERIVED: Final = Derived()
 
-__all__ = ["DERIVED", "INTERPRETED", "DerivationError", "Derived", "Engine", "Interpreted"]
+__all__ = [
+    "DERIVED",
+    "INTERPRETED",
+    "DerivationError",
+    "Derived",
+    "Engine",
+    "Interpreted",
+    "fixed_struct",
+]

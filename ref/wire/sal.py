@@ -9,6 +9,7 @@ types from 0x80 up are skipped and kept so a forwarder can pass them on.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from enum import IntEnum, IntFlag
 from typing import Any
 
@@ -35,7 +36,7 @@ from ref.wire.constants import (
     SERVICE_ID_LENGTH,
 )
 from ref.wire.errors import ErrorCode
-from ref.wire.fast import DERIVED, INTERPRETED, Engine
+from ref.wire.fast import DERIVED, INTERPRETED, Engine, fixed_struct
 
 
 class TransportProtocol(IntEnum):
@@ -226,7 +227,8 @@ def internet_checksum(data: bytes) -> int:
 
 def decode_sal(data: bytes) -> SalPacket:
     """Decode one SAL packet (a UDP payload); raise only ``RemoteProtocolError``."""
-    return _decode_sal(data, DERIVED)
+    packet = _decode_common(data)
+    return packet if packet is not None else _decode_sal(data, DERIVED)
 
 
 def decode_sal_interpreted(data: bytes) -> SalPacket:
@@ -332,7 +334,8 @@ def _decode_extensions(area: bytes, engine: Engine) -> dict[str, Any]:
 
 def encode_sal(packet: SalPacket) -> bytes:
     """Encode a SAL packet with its checksum; raise only ``LocalProtocolError``."""
-    return _encode_sal(packet, DERIVED)
+    data = _encode_common(packet)
+    return data if data is not None else _encode_sal(packet, DERIVED)
 
 
 def encode_sal_interpreted(packet: SalPacket) -> bytes:
@@ -388,6 +391,11 @@ def _encode_sal(packet: SalPacket, engine: Engine) -> bytes:
 
 def decode_stream(payload: bytes) -> StreamSegment:
     """Decode the payload of a STREAM packet into a segment."""
+    if type(payload) is bytes and len(payload) >= STREAM_HEADER_LENGTH:
+        sequence, acknowledgment, flags, _, window = _STREAM_HEADER.unpack_from(payload)
+        return StreamSegment(
+            sequence, acknowledgment, _STREAM_FLAGS[flags], window, payload[STREAM_HEADER_LENGTH:]
+        )
     return _decode_stream(payload, DERIVED)
 
 
@@ -411,6 +419,15 @@ def _decode_stream(payload: bytes, engine: Engine) -> StreamSegment:
 
 def encode_stream(segment: StreamSegment) -> bytes:
     """Encode a stream segment (header and data)."""
+    if type(segment) is StreamSegment and type(segment.data) is bytes:
+        try:
+            header = _STREAM_HEADER.pack(
+                segment.sequence, segment.acknowledgment, segment.flags, 0, segment.window
+            )
+        except (struct.error, TypeError):
+            pass  # the general path says what is wrong
+        else:
+            return header + segment.data
     return _encode_stream(segment, DERIVED)
 
 
@@ -422,3 +439,101 @@ def encode_stream_interpreted(segment: StreamSegment) -> bytes:
 def _encode_stream(segment: StreamSegment, engine: Engine) -> bytes:
     with encoding("stream segment"):
         return engine.dump(StreamHeaderFormat, segment) + segment.data
+
+
+# --- the shortcut for the commonest packets --------------------------------------
+#
+# Nearly every packet of a flow is a data packet without extensions or a control
+# packet with only CONTROL.  For those two shapes the codec reads and writes the
+# fields with the structs derived from the declarations above and applies the
+# same checks as the general path; any other input, and any input the shortcut
+# would reject, takes the general path, which then decodes it or says precisely
+# why not.  tests/wire/test_sal_shortcut.py holds the two paths to the same
+# results, and the differential fuzz campaign (sal-diff) does so at scale.
+
+_BASE_HEADER = fixed_struct(BaseHeaderFormat)
+_CONTROL_EXTENSION = fixed_struct(ControlExtensionFormat)
+_STREAM_HEADER = fixed_struct(StreamHeaderFormat)
+_CONTROL_LENGTH = ControlExtensionFormat.sizeof()
+_PLAIN_WORDS = BASE_HEADER_LENGTH // 4
+_CONTROL_WORDS = (BASE_HEADER_LENGTH + _CONTROL_LENGTH) // 4
+_CONTROL_END = BASE_HEADER_LENGTH + _CONTROL_LENGTH
+_PROTOCOLS: dict[int, TransportProtocol] = {p.value: p for p in TransportProtocol}
+# What FlagsAdapter makes of each octet (unknown bits kept), made once.
+_CONTROL_FLAGS = tuple(ControlFlags(value) for value in range(256))
+_STREAM_FLAGS = tuple(StreamFlags(value) for value in range(256))
+
+
+def _decode_common(data: bytes) -> SalPacket | None:
+    """A valid packet of the two common shapes, or None for the general path."""
+    if type(data) is not bytes or not BASE_HEADER_LENGTH <= len(data) <= MAX_UDP_PAYLOAD:
+        return None
+    words = data[8]
+    if words == _PLAIN_WORDS:
+        control = None
+    elif (
+        words == _CONTROL_WORDS
+        and len(data) >= _CONTROL_END
+        and data[BASE_HEADER_LENGTH] == ExtensionType.CONTROL
+        and data[BASE_HEADER_LENGTH + 1] == _CONTROL_LENGTH
+    ):
+        _, _, flags, _, verno, ackno, nonce = _CONTROL_EXTENSION.unpack_from(
+            data, BASE_HEADER_LENGTH
+        )
+        control = Control(_CONTROL_FLAGS[flags], verno, ackno, nonce)
+    else:
+        return None
+    if internet_checksum(data) != 0:
+        return None
+    source, destination, _, protocol, _ = _BASE_HEADER.unpack_from(data)
+    return SalPacket(
+        source,
+        destination,
+        _PROTOCOLS.get(protocol, protocol),
+        control,
+        payload=data[words * 4 :],
+    )
+
+
+def _encode_common(packet: SalPacket) -> bytes | None:
+    """The bytes of a packet of the two common shapes, or None for the general path."""
+    if (
+        type(packet) is not SalPacket
+        or packet.destination_service is not None
+        or packet.source_service is not None
+        or packet.source_route is not None
+        or packet.unknown_extensions
+        or type(packet.payload) is not bytes
+    ):
+        return None
+    control = packet.control
+    try:
+        if control is None:
+            head = _BASE_HEADER.pack(
+                packet.source_flow_id, packet.destination_flow_id, _PLAIN_WORDS, packet.protocol, 0
+            )
+        elif type(control) is Control and len(control.nonce) == NONCE_LENGTH:
+            head = _BASE_HEADER.pack(
+                packet.source_flow_id,
+                packet.destination_flow_id,
+                _CONTROL_WORDS,
+                packet.protocol,
+                0,
+            ) + _CONTROL_EXTENSION.pack(
+                ExtensionType.CONTROL,
+                _CONTROL_LENGTH,
+                control.flags,
+                0,
+                control.verno,
+                control.ackno,
+                control.nonce,
+            )
+        else:
+            return None
+    except (struct.error, TypeError):
+        return None  # the general path says what is wrong
+    data = head + packet.payload
+    if len(data) > MAX_UDP_PAYLOAD:
+        return None
+    checksum = internet_checksum(data)
+    return data[:10] + checksum.to_bytes(2, "big") + data[12:]

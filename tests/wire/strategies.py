@@ -518,11 +518,18 @@ def fix_checksum(packet: bytes) -> bytes:
 
 
 def sal_extensions(packet: bytes) -> list[bytes]:
-    """The extension TLVs of a well-formed SAL packet, in wire order."""
+    """The extension TLVs of a SAL packet, in wire order.
+
+    A malformed area ends the list where it stops making sense (a length below
+    the 4-octet extension header, or a TLV cut short), so damaged packets can be
+    damaged further instead of looping for ever on a zero length.
+    """
     area = packet[12 : packet[8] * 4]
     chunks, offset = [], 0
-    while offset < len(area):
+    while offset + 2 <= len(area):
         length = area[offset + 1]
+        if length < 4 or offset + length > len(area):
+            break
         chunks.append(area[offset : offset + length])
         offset += length
     return chunks
