@@ -59,6 +59,10 @@ class State(Enum):
     CLOSEWAIT = "CLOSEWAIT"
     LASTACK = "LASTACK"
 
+    # Members are singletons compared by identity: hash them by identity too, in C.
+    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
+    __hash__ = object.__hash__
+
 
 class SubState(Enum):
     """Migration sub-states (Section 5.10.1)."""
@@ -67,6 +71,10 @@ class SubState(Enum):
     RSYN_SENT = "RSYN_SENT"
     RSYN_RECV = "RSYN_RECV"
     RSYN_SENT_RECV = "RSYN_SENT_RECV"
+
+    # Members are singletons compared by identity: hash them by identity too, in C.
+    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
+    __hash__ = object.__hash__
 
 
 class Event(Enum):
@@ -100,6 +108,10 @@ class Event(Enum):
     RTO_LIMIT = "RTO limit"
     REQUEST_TIMEOUT = "timeout (3 s)"
     STATE_TIMEOUT = "timeout (60 s)"
+
+    # Members are singletons compared by identity: hash them by identity too, in C.
+    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
+    __hash__ = object.__hash__
 
 
 S, E = State, Event
