@@ -293,6 +293,8 @@ class Flow:
     client_key: tuple[Endpoint, int, bytes] | None = None
     handshake_ack: bytes | None = None  # the client's ACK, resent octet for octet (SAL-CONN-15)
     stream: Stream | None = None
+    # client side: where FORWARD rules sent this flow's SYN so far (SAL-CONN-21)
+    syn_targets: list[Endpoint] = dataclasses.field(default_factory=list)
     datagrams: list[bytes] = dataclasses.field(default_factory=list)  # held while frozen
     reported_end: bool = False
     reported_closed: bool = False

@@ -727,9 +727,18 @@ class Host:
             return LookupMode.ALL_RULES
         return LookupMode.DEMUX_ONLY
 
-    def _lookup(self, packet: SalPacket, octets: int, mode: LookupMode, now: float) -> Rule | None:
+    def _lookup(
+        self,
+        packet: SalPacket,
+        octets: int,
+        mode: LookupMode,
+        now: float,
+        *,
+        tried: Sequence[Endpoint] = (),
+    ) -> Rule | None:
+        """The rule for ``packet``: away from the hops it passed (SAL-FWD-5) and ``tried``."""
         assert packet.destination_service is not None
-        avoid = packet.source_route.entries if packet.source_route else ()
+        avoid = [*packet.source_route.entries, *tried] if packet.source_route else tried
         return self.table.lookup(
             packet.destination_service,
             now,
@@ -1393,7 +1402,7 @@ class Host:
             source_service=flow.local_service or None,  # SAL-EXT-22
         )
         encoded = encode_sal(packet)
-        rule = self._lookup(packet, len(encoded), LookupMode.ALL_RULES, now)
+        rule = self._syn_lookup(flow, packet, len(encoded), now)
         if rule is None:
             return False
         try:
@@ -1401,6 +1410,14 @@ class Host:
         except RemoteProtocolError as drop:  # a DROP rule, or a full DELAY queue
             self.drops[drop.error_code] += 1
         return True
+
+    def _syn_lookup(self, flow: Flow, packet: SalPacket, octets: int, now: float) -> Rule | None:
+        """The rule for the flow's own SYN: looked up afresh for every transmission
+        (SAL-CONN-3), away from the instances earlier ones went to (SAL-CONN-21)."""
+        rule = self._lookup(packet, octets, LookupMode.ALL_RULES, now, tried=flow.syn_targets)
+        if rule is not None and rule.type is RuleType.FORWARD and isinstance(rule.target, Endpoint):
+            flow.syn_targets.append(rule.target)
+        return rule
 
     def _send_abort_rst(self, flow: Flow) -> None:
         """The RST that aborts a flow the host has (Section 5.11.3)."""
@@ -1488,11 +1505,13 @@ class Host:
         flow = self.flows.get(item.flow_id) if item.flow_id is not None else None
         if item.flow_id is not None and (flow is None or flow.state is not State.REQUEST):
             return  # the flow moved on (answered or gone) while its SYN waited
-        mode = LookupMode.ALL_RULES
-        if item.received is not None:
-            mode = self._mode(False)
         try:
-            rule = self._lookup(item.packet, item.octets, mode, now)
+            if item.received is not None:  # a packet received, not one of ours
+                rule = self._lookup(item.packet, item.octets, self._mode(False), now)
+            elif flow is not None:  # the flow's own SYN
+                rule = self._syn_lookup(flow, item.packet, item.octets, now)
+            else:
+                rule = self._lookup(item.packet, item.octets, LookupMode.ALL_RULES, now)
             if rule is None or rule.type is RuleType.DELAY:  # SAL-TBL-11
                 raise RemoteProtocolError("no rule after resolution", ErrorCode.NO_SERVICE)
             self._act(rule, item.packet, None, now, flow=flow, local=None, received=item.received)

@@ -118,7 +118,7 @@ def _syn_rule_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     cache: dict[tuple[int, bytes], Any] = {}
     original = Host._lookup
 
-    def lookup(self: Host, packet: Any, octets: int, mode: Any, now: float) -> Any:
+    def lookup(self: Host, packet: Any, octets: int, mode: Any, now: float, **kwargs: Any) -> Any:
         control = packet.control
         own = (
             mode is LookupMode.ALL_RULES
@@ -129,7 +129,7 @@ def _syn_rule_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         key = (packet.source_flow_id, control.nonce) if own else None
         if key is not None and key in cache:
             return cache[key]
-        rule = original(self, packet, octets, mode, now)
+        rule = original(self, packet, octets, mode, now, **kwargs)
         if key is not None and rule is not None and rule.type is RuleType.FORWARD:
             cache[key] = rule
         return rule

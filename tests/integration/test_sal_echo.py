@@ -272,12 +272,12 @@ def test_two_replicas_share_the_load_by_weight_sal_tbl_23_sal_tbl_6() -> None:
 BATCH = 12
 #: The SAL fails a SYN after 8 retransmissions, about 243 s with RTOs of 1, 2, 4 ... 60 s;
 #: the hang guard of this test lies beyond, so only that limit can fail a connection.
-#: A run usually takes a few seconds; one that picks the dead replica k times in a row
-#: for one connection waits 2**k - 1 seconds (k = 5: 31 s, with probability about 1%).
+#: A run takes a few seconds: a SYN that went to the dead replica is retransmitted
+#: once, after 1 s, to the survivor (SAL-CONN-21).
 SURVIVOR_LIMIT = 300.0
 
 
-def test_new_connections_reach_the_survivor_when_a_replica_dies_sal_conn_3() -> None:
+def test_new_connections_reach_the_survivor_when_a_replica_dies_sal_conn_3_21() -> None:
     """The weight-1 replica crashes; every new connection ends up at the weight-3 one.
 
     What happens: the dead replica withdrew nothing, so the record and the
@@ -285,11 +285,13 @@ def test_new_connections_reach_the_survivor_when_a_replica_dies_sal_conn_3() -> 
     port; the kernel's ICMP port-unreachable is not reported on an unconnected
     socket, so the client hears nothing and retransmits the SYN after its RTO
     (1 s, then doubling), and every retransmission looks the serviceID up again
-    (SAL-CONN-3): a new weighted choice, which reaches the survivor with
-    probability 3/4 each time.  Every connection must succeed within the SAL's
-    own retransmission limit (SAL-CTRL-16), which fails it with TimeoutError
-    otherwise.  The test runs batches of concurrent connections until at least
-    one SYN went to the dead replica and was retransmitted.
+    (SAL-CONN-3) and, while the priority set holds an instance it has not
+    tried, chooses among those (SAL-CONN-21): the first retransmission of a
+    SYN that went to the dead replica reaches the survivor.  Every connection
+    must succeed within the SAL's own retransmission limit (SAL-CTRL-16),
+    which fails it with TimeoutError otherwise.  The test runs batches of
+    concurrent connections until at least one SYN went to the dead replica and
+    was retransmitted.
     """
 
     async def scenario(nodes: list[NodeServer]) -> None:

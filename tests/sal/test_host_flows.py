@@ -30,13 +30,14 @@ from ref.wire.ids import service_id_for_name
 from ref.wire.sal import (
     Control,
     ControlFlags,
+    Endpoint,
     SalPacket,
     TransportProtocol,
     decode_sal,
     encode_sal,
 )
 
-from .salnet import C1, C2, DATAGRAM, ECHO, S1, STREAM, ep, pair
+from .salnet import C1, C2, DATAGRAM, ECHO, S1, S2, STREAM, ep, pair
 
 SYN, ACK, FIN, RST, RSYN = (
     ControlFlags.SYN,
@@ -431,3 +432,28 @@ def test_host_with_config_router_forwards_syns_sal_fwd_6() -> None:
         o for _, o, pk in p.capture.packets if pk.control and pk.control.flags == SYN | ACK
     )
     assert (syn_ack.source, syn_ack.destination) == (S1, C1)
+
+
+def test_a_retransmitted_syn_avoids_the_instance_that_did_not_answer_sal_conn_3_21() -> None:
+    """Two instances of equal weight, one of them (S2) dead: every SYN that went
+    to S2 is retransmitted after its RTO to S1, the one not yet tried, and so
+    every connection is up after at most one retransmission."""
+    p = pair(seed=7)
+    p.client.table.add(Rule.forward(Prefix(ECHO), S2), p.net.now)  # no host at S2
+    flows = [p.connect(STREAM) for _ in range(16)]
+    start = p.net.now
+    p.run(2.5)  # one RTO (1 s) and a round trip, well before the second (at 3 s)
+    connected = {event.flow_id for event in p.net.take(p.client, Connected)}
+    assert connected == set(flows)
+    syns: dict[int, list[Endpoint]] = {}
+    times: dict[int, list[float]] = {}
+    for when, out, packet in p.capture.packets:
+        if packet.control is not None and packet.control.flags == SYN:
+            syns.setdefault(packet.source_flow_id, []).append(out.destination)
+            times.setdefault(packet.source_flow_id, []).append(round(when - start))
+    first_to_dead = [flow for flow in flows if syns[flow][0] == S2]
+    assert first_to_dead and len(first_to_dead) < len(flows)  # the seed tries both
+    for flow in flows:
+        expected = [S2, S1] if flow in first_to_dead else [S1]
+        assert syns[flow] == expected
+        assert times[flow] == [0, 1][: len(expected)]
