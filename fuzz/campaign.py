@@ -256,7 +256,7 @@ class Supervisor:
             corpus=corpus,
             new_findings=self.new,
             known_findings=len(self.known) - len(self.new),
-            unconfirmed=self.unconfirmed,
+            unconfirmed=self.unconfirmed + totals.unconfirmed,
             note=note,
         )
 
@@ -373,6 +373,7 @@ class Supervisor:
         total.coverage = max(total.coverage, job.coverage, status.coverage)
         total.features = max(total.features, job.features, status.features)
         total.corpus = max(total.corpus, job.corpus, status.corpus)
+        total.unconfirmed += status.unconfirmed
 
     def _show(self, final: bool = False) -> None:
         now = time.monotonic()

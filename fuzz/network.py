@@ -8,9 +8,10 @@ datagrams (``conformance.fuzz``: structure-aware mutations of every request
 type) in chunks, each with its own seed and a fresh capture so that memory
 stays flat over millions of datagrams.  The fuzzer judges every answer
 (the oracle of ``conformance.fuzz.judge``), checks liveness with a PING after
-every 100 datagrams, and shrinks and confirms each failure.  A finding is kept
-with the datagram it sent; a node that stops answering or exits other than
-cleanly after SIGTERM is a finding too.
+every 100 datagrams, and shrinks and confirms each failure.  A failure that at
+least one re-send shows again is kept with the datagram it sent; one that no
+re-send shows again is counted as unconfirmed (``keep_failures``).  A node that
+stops answering or exits other than cleanly after SIGTERM is a finding too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from conformance import fuzz as socket_fuzz
@@ -64,24 +66,8 @@ def campaign(deadline: float, seed: int, reporter: Reporter, known: Any) -> None
                 expect = socket_fuzz.expectation(observation.datagram)
                 answered = "answered" if observation.answers else "silent"
                 reporter.executed(0, f"{expect.answer}:{expect.requirement}:{answered}")
-            for failure in report.findings:
-                violation = failure.violation
-                name = f"{violation.requirement}-{violation.what}"
-                if f"InvariantViolation:{name}" in known:
-                    continue
-                target = f"{node.address[0]}:{node.address[1]}"
-                text = (
-                    f"InvariantViolation: {name}: {violation.detail}\n"
-                    f"{failure.description}\n"
-                    f"confirmed {failure.confirmed}/{failure.tries}; against a running node: "
-                    f"{socket_fuzz.replay_command(target, failure.datagram)}"
-                )
-                reporter.finding(
-                    f"InvariantViolation:{name}",
-                    failure.datagram,
-                    text,
-                    len(failure.original.datagram),
-                )
+            target = f"{node.address[0]}:{node.address[1]}"
+            keep_failures(report.findings, reporter, known, target)
             if not report.alive_before or report.dead_after is not None:
                 last = report.observations[-1].datagram if report.observations else b""
                 reporter.finding(
@@ -97,6 +83,35 @@ def campaign(deadline: float, seed: int, reporter: Reporter, known: Any) -> None
             b"",
             f"InvariantViolation: exit: serval-node exited with {node.returncode} after SIGTERM",
             0,
+        )
+
+
+def keep_failures(
+    failures: Iterable[socket_fuzz.Failure], reporter: Reporter, known: Any, target: str
+) -> None:
+    """Keep each failure the fuzzer confirmed at least once; count the others.
+
+    A failure that none of the fuzzer's re-sends of the shrunk datagram showed
+    again is a moment of the host (an answer later than ``TIMEOUT`` on a busy
+    machine), not a property of the input: it is counted as unconfirmed and
+    not kept, as a coverage-guided artifact that does not reproduce is not.
+    """
+    for failure in failures:
+        violation = failure.violation
+        name = f"{violation.requirement}-{violation.what}"
+        if f"InvariantViolation:{name}" in known:
+            continue
+        if failure.confirmed == 0:
+            reporter.not_reproduced()
+            continue
+        text = (
+            f"InvariantViolation: {name}: {violation.detail}\n"
+            f"{failure.description}\n"
+            f"confirmed {failure.confirmed}/{failure.tries}; against a running node: "
+            f"{socket_fuzz.replay_command(target, failure.datagram)}"
+        )
+        reporter.finding(
+            f"InvariantViolation:{name}", failure.datagram, text, len(failure.original.datagram)
         )
 
 

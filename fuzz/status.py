@@ -30,6 +30,7 @@ class Status:
     features: int = 0
     corpus: int = 0
     findings: int = 0
+    unconfirmed: int = 0  # failures that did not show again when tried again
     done: bool = False
     note: str = ""
 
@@ -87,6 +88,11 @@ class Reporter:
                 "original_size": original_size,
             },
         )
+        self.write()
+
+    def not_reproduced(self) -> None:
+        """Count a failure that did not show again: not kept, not a finding."""
+        self.status.unconfirmed += 1
         self.write()
 
     def write(self, done: bool = False) -> None:
