@@ -58,6 +58,7 @@ from ref.chord.exchange import Completed, Failure, Found, LookupResult  # noqa: 
 from ref.chord.framing import Frame, datagram_size  # noqa: E402
 from ref.chord.node import Node, NodeConfig  # noqa: E402
 from ref.chord.ring import id_of  # noqa: E402
+from ref.chord.shardsim import ShardedRing  # noqa: E402
 from ref.chord.sim import Network, Truth, install_ideal_state  # noqa: E402
 from ref.wire.dht import FindSuccessor  # noqa: E402
 from ref.wire.ids import service_id_for_name  # noqa: E402
@@ -819,7 +820,9 @@ def run_churn(settings: Settings, seed: int) -> dict[str, Any]:
 # --- 4. simulation speed -----------------------------------------------------------------
 
 
-def run_scale(settings: Settings, seed: int, full_hour: bool) -> dict[str, Any]:
+def run_scale(settings: Settings, seed: int, full_hour: bool, shards: int = 1) -> dict[str, Any]:
+    if shards > 1:
+        return run_scale_sharded(settings, seed, full_hour, shards)
     size = settings.scale_nodes
     seconds = 3_600.0 if full_hour else settings.scale_seconds
     net = Network(random.Random(f"{seed}-scale"))
@@ -846,6 +849,7 @@ def run_scale(settings: Settings, seed: int, full_hour: bool) -> dict[str, Any]:
     return {
         "seed": seed,
         "nodes": size,
+        "shards": 1,
         "virtual_seconds": seconds,
         "build_wall_seconds": round(build, 2),
         "wall_seconds": round(wall, 1),
@@ -859,6 +863,70 @@ def run_scale(settings: Settings, seed: int, full_hour: bool) -> dict[str, Any]:
         "message_kinds_per_node_second": {
             kind: round(count / seconds / size, 3)
             for kind, count in net.message_counts.most_common()
+        },
+        "virtual_per_wall": round(seconds / wall, 3),
+        "hour_wall_seconds": round(extrapolated, 1),
+        "hour_cpu_seconds": round(cpu * 3_600.0 / seconds, 1),
+        "hour_is_extrapolated": not full_hour,
+        "target_seconds": SCALE_TARGET_SECONDS,
+        "ratio_to_target": round(extrapolated / SCALE_TARGET_SECONDS, 2),
+        "meets_target": extrapolated <= SCALE_TARGET_SECONDS if judged else None,
+        "trace": [[round(v, 1), round(w, 2)] for v, w in trace],
+    }
+
+
+def run_scale_sharded(
+    settings: Settings, seed: int, full_hour: bool, shards: int
+) -> dict[str, Any]:
+    """The scale run on ``shards`` worker processes (``ref.chord.shardsim``).
+
+    Each shard draws from its own random source, so the run is not the
+    one-process run with the same seed; its message mix is the same.
+    """
+    size = settings.scale_nodes
+    seconds = 3_600.0 if full_hour else settings.scale_seconds
+    label = f"scale N={size:,}, {shards} shards"
+    started = time.perf_counter()
+    with ShardedRing(size, f"{seed}-scale", shards) as ring:
+        build = time.perf_counter() - started
+        print(f"  [{label}] stable ring built: {ring.sizes} nodes per shard", flush=True)
+        start = ring.now
+        trace = [(0.0, 0.0)]
+        load = os.getloadavg()[0]
+        started, cpu_started = time.perf_counter(), ring.cpu_seconds()
+        while ring.now < start + seconds:
+            ring.run_until(min(start + seconds, ring.now + 10.0))
+            wall = time.perf_counter() - started
+            trace.append((ring.now - start, wall))
+            print(
+                f"  [{label}] virtual +{ring.now - start:8.1f} s"
+                f" | messages {ring.messages:>12,} | wall {wall:7.1f} s",
+                flush=True,
+            )
+        wall = time.perf_counter() - started
+        cpu = ring.cpu_seconds() - cpu_started
+        counts = ring.message_counts
+        sizes = ring.sizes
+    messages = sum(counts.values())
+    extrapolated = wall * 3_600.0 / seconds
+    judged = size == 10_000
+    return {
+        "seed": seed,
+        "nodes": size,
+        "shards": shards,
+        "nodes_per_shard": sizes,
+        "virtual_seconds": seconds,
+        "build_wall_seconds": round(build, 2),
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),  # of the workers, together
+        "load_average_before": round(load, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+        "messages": messages,
+        "messages_per_wall_second": round(messages / wall),
+        "messages_per_cpu_second": round(messages / cpu),
+        "messages_per_virtual_second": round(messages / seconds),
+        "message_kinds_per_node_second": {
+            kind: round(count / seconds / size, 3) for kind, count in counts.most_common()
         },
         "virtual_per_wall": round(seconds / wall, 3),
         "hour_wall_seconds": round(extrapolated, 1),
@@ -1006,7 +1074,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                      "< 900 B/s (Bamboo)", churn["meets_bamboo"]))
     scale = report.get("scale")
     if scale:
-        name = f"scale N={scale['nodes']:,}"
+        name = f"scale N={scale['nodes']:,}, {scale.get('shards', 1)} process(es)"
         label = "extrapolated" if scale["hour_is_extrapolated"] else "measured"
         rows.append((name, f"{scale['virtual_seconds']:.0f} virtual s in"
                      f" {scale['wall_seconds']:.0f} wall s;"
@@ -1103,6 +1171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="scale: simulate the whole hour instead of extrapolating")
     parser.add_argument("--churn-minutes", type=float, help="virtual minutes of churn")
     parser.add_argument("--scale-seconds", type=float, help="virtual seconds of the scale run")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="scale: worker processes, each simulating a range of the ring")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the results")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
@@ -1136,7 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "churn":
             result = run_churn(settings, args.seed)
         else:
-            result = run_scale(settings, args.seed, args.full_hour)
+            result = run_scale(settings, args.seed, args.full_hour, args.shards)
         result["section_wall_seconds"] = round(time.perf_counter() - started, 1)
         report[name] = result
         PLOTS[name](result, output / f"dht_sim_{name}{suffix}.png")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from ref.chord.framing import Frame, Framing, Inbound, record_verifies
-from ref.chord.ring import Peer, distance, id_bytes, in_open
+from ref.chord.ring import RING, Peer, id_bytes
 from ref.wire.constants import (
     DHT_VERSION,
     MAX_CLOCK_SKEW,
@@ -60,6 +60,8 @@ Datagram: TypeAlias = bytes | Frame
 _ERROR = MessageType.ERROR
 _RESPONSE_TYPE = {kind: MessageType(kind.value | 0x80) for kind in MessageType if kind.value < 0x80}
 _NO_TOKEN = bytes(TOKEN_LENGTH)
+#: Flag bits as plain ints: an IntFlag's operators run in Python and build a new flag.
+_TRUNCATED = int(MessageFlags.TRUNCATED)
 #: Blocks whose newest verified record a requester remembers (DHT-RES-7).
 _NEWEST_LIMIT = 4096
 
@@ -368,8 +370,8 @@ class Engine:
         except RemoteProtocolError as error:
             self.drop(error.error_code, str(error), inbound.source)
             return
-        expected = pending.call.body.TYPE.value | 0x80
-        if message.type.value not in (expected, MessageType.ERROR.value):
+        expected = pending.call.body.TYPE | 0x80
+        if message.body.TYPE not in (expected, _ERROR):
             self.drop(
                 ErrorCode.MALFORMED, "response of the wrong type", inbound.source
             )  # DHT-MSG-1
@@ -398,7 +400,7 @@ class Engine:
             hops += 1
             query = Call(peer.endpoint, FindSuccessor(id_bytes(target)), key=peer.key, retries=0)
             reply = yield query
-            if reply is not None and reply.flags & MessageFlags.TRUNCATED:
+            if reply is not None and int(reply.flags) & _TRUNCATED:
                 # DHT-AMP-4: the whole list, with the token that came with the cut one;
                 # its later entries are the fallbacks when the first have failed.
                 reply = (yield query) or reply
@@ -414,9 +416,12 @@ class Engine:
             referrals += 1
             if referrals >= MAX_LOOKUP_REFERRALS:
                 return Failure(ErrorCode.LIMIT_EXCEEDED, "64 referrals")  # DHT-LOOKUP-6
+            # DHT-LOOKUP-7: a referral that makes no progress, outside (peer, target),
+            # is ignored.  in_open(node.id, peer.id, target), inline.
+            start = peer.id
+            span = (target - start) % RING or RING
             for node in nodes:
-                # DHT-LOOKUP-7: a referral that makes no progress is ignored.
-                if node.key not in queried and in_open(node.id, peer.id, target):
+                if node.key not in queried and 0 < (node.id - start) % RING < span:
                     pool.setdefault(node.key, node)
 
     def resolve_walk(
@@ -532,7 +537,7 @@ def _closest_unqueried(pool: dict[bytes, Peer], queried: set[bytes], target: int
     for key, peer in pool.items():
         if key in queried:
             continue
-        gap = distance(peer.id, target)
+        gap = (target - peer.id) % RING  # distance(peer.id, target), inline
         if best is None or gap < best_distance:
             best, best_distance = peer, gap
     return best

@@ -65,6 +65,8 @@ from ref.wire.sal import Endpoint, SalPacket, TransportProtocol, decode_sal, enc
 
 _HEADER = struct.Struct("!BBBx8s32s16s")
 _SAL_OVERHEAD = 12 + 36  # base header and the SERVICE extension (Section 6.2)
+#: The SIGNED bit as a plain int: an IntFlag's operators run in Python and build a new flag.
+_SIGNED = int(MessageFlags.SIGNED)
 
 
 @dataclasses.dataclass(slots=True)
@@ -164,7 +166,15 @@ class ObjectFraming:
 
     def encode(self, message: DhtMessage, *, sign: bool) -> tuple[Frame, int]:
         if sign:
-            message = dataclasses.replace(message, flags=message.flags | MessageFlags.SIGNED)
+            flags = message.flags | MessageFlags.SIGNED if message.flags else MessageFlags.SIGNED
+            message = DhtMessage(
+                message.body,
+                message.transaction_id,
+                message.sender_key,
+                message.token,
+                flags,
+                message.signature,
+            )
         size = message_size(message)
         return Frame(message, None, self.public_key if sign else None, size), size
 
@@ -180,7 +190,7 @@ class ObjectFraming:
             source=source,
             observed=data.observed or source,
             version=DHT_VERSION,
-            type=message.type.value,
+            type=int(message.body.TYPE),
             flags=int(message.flags),
             transaction_id=message.transaction_id,
             sender_key=message.sender_key,
@@ -195,7 +205,7 @@ class ObjectFraming:
         if frame.size > MAX_DHT_MESSAGE:
             raise RemoteProtocolError("message too long", ErrorCode.LIMIT_EXCEEDED)
         message = frame.message
-        signed = message.flags and message.flags & MessageFlags.SIGNED
+        signed = int(message.flags) & _SIGNED
         # DHT-MSG-5, DHT-MSG-20: no signature under a small-order key counts, as on the wire.
         if signed and (frame.signer != message.sender_key or frame.signer in SMALL_ORDER_KEYS):
             raise RemoteProtocolError("not signed by its sender", ErrorCode.BAD_SIGNATURE)
@@ -213,11 +223,15 @@ def _record_size(record: ServiceRecord | None) -> int:
 
 def message_size(message: DhtMessage) -> int:
     """The encoded length of a message, computed without encoding it."""
-    body = message.body
-    size = DHT_HEADER_LENGTH + _BODY_SIZE[type(body)](body)
-    if message.signature is not None or (message.flags and message.flags & MessageFlags.SIGNED):
+    size = unsigned_size(message.body)
+    if message.signature is not None or int(message.flags) & _SIGNED:
         size += SIGNATURE_LENGTH
     return size
+
+
+def unsigned_size(body: Body) -> int:
+    """The encoded length of an unsigned message with this body."""
+    return DHT_HEADER_LENGTH + _BODY_SIZE[type(body)](body)
 
 
 def _nodes(count: int) -> int:

@@ -44,7 +44,7 @@ from ref.chord.exchange import (
     report_json,
 )
 from ref.chord.forward import ForwardMode
-from ref.chord.framing import Framing, Inbound, message_size, record_verifies
+from ref.chord.framing import Framing, Inbound, record_verifies, unsigned_size
 from ref.chord.ring import (
     Peer,
     closest_preceding,
@@ -113,6 +113,9 @@ from ref.wire.status import nested_counters
 
 Handler = Callable[[Inbound, DhtMessage, bool], None]
 _NO_FLAGS = MessageFlags(0)
+#: Flag bits as plain ints: an IntFlag's operators run in Python and build a new flag.
+_SIGNED = int(MessageFlags.SIGNED)
+_TRUNCATED = int(MessageFlags.TRUNCATED)
 _REQUEST_COUNTER = {kind: f"request.{kind.name}" for kind in MessageType}
 #: The counters of the draft's Appendix C, listed first in the STATUS report.
 _COUNTED = ("drop.", "error_sent.")
@@ -347,7 +350,7 @@ class Node(Engine):
             return
         validated = self.tokens.valid(inbound.token, address)
         kind = message.body.TYPE
-        if kind in SIGNED_TYPES and not message.flags & MessageFlags.SIGNED:
+        if kind in SIGNED_TYPES and not int(message.flags) & _SIGNED:
             self.refuse(inbound, ErrorCode.SIGNATURE_REQUIRED, kind.name, validated)  # DHT-MSG-3
             return
         self.counters[_REQUEST_COUNTER[kind]] += 1
@@ -385,25 +388,27 @@ class Node(Engine):
     ) -> tuple[Body, MessageFlags]:
         """Shorten an answer to an unvalidated source to 3x its request (Section 6.10.2)."""
         limit = AMPLIFICATION_FACTOR * request_size
-        if _size(body) <= limit:
+        if unsigned_size(body) <= limit:
             return body, _NO_FLAGS
         shorter: Body | None = None
         if isinstance(body, FindSuccessorResponse | ResolveResponse) and body.nodes:
             nodes = body.nodes
-            while len(nodes) > 1 and _size(dataclasses.replace(body, nodes=nodes)) > limit:
+            while len(nodes) > 1 and unsigned_size(dataclasses.replace(body, nodes=nodes)) > limit:
                 nodes = nodes[:-1]
             shorter = dataclasses.replace(body, nodes=nodes)
         elif isinstance(body, Neighbors):
             candidate = body
-            while _size(candidate) > limit and (candidate.successors or candidate.predecessor):
+            while unsigned_size(candidate) > limit and (
+                candidate.successors or candidate.predecessor
+            ):
                 if candidate.successors:
                     candidate = dataclasses.replace(candidate, successors=candidate.successors[:-1])
                 else:
                     candidate = dataclasses.replace(candidate, predecessor=None)
             shorter = candidate
-        if shorter is not None and _size(shorter) <= limit:
+        if shorter is not None and unsigned_size(shorter) <= limit:
             return shorter, MessageFlags.TRUNCATED  # DHT-AMP-2
-        room = max(0, limit - _size(Error(ErrorCode.ADDRESS_NOT_VALIDATED)))
+        room = max(0, limit - unsigned_size(Error(ErrorCode.ADDRESS_NOT_VALIDATED)))
         if isinstance(body, Error):
             return Error(body.error_code, _utf8_prefix(body.reason, room)), _NO_FLAGS
         reason = b"answer too large for an unvalidated source"[:room]
@@ -420,7 +425,7 @@ class Node(Engine):
         if not peers:
             self.refuse(inbound, ErrorCode.INTERNAL_ERROR, "rejoining the ring", validated)
             return
-        body = FindSuccessorResponse(status, tuple(peer.info() for peer in peers))
+        body = FindSuccessorResponse(status, tuple([peer.node_info for peer in peers]))
         self.reply(inbound, body, validated)
 
     def _on_get_neighbors(self, inbound: Inbound, message: DhtMessage, validated: bool) -> None:
@@ -433,7 +438,7 @@ class Node(Engine):
     def _neighbors_body(self) -> Neighbors:
         return Neighbors(
             predecessor=self.predecessors[0].info() if self.predecessors else None,
-            successors=tuple(peer.info() for peer in self.successors),
+            successors=tuple([peer.node_info for peer in self.successors]),
         )
 
     def _on_rectify(self, inbound: Inbound, message: DhtMessage, validated: bool) -> None:
@@ -895,7 +900,7 @@ class Node(Engine):
         first request to a node is unvalidated and its answer cut to a prefix.
         """
         reply = yield Call(peer.endpoint, GetNeighbors(), key=peer.key)
-        if reply is not None and reply.flags & MessageFlags.TRUNCATED:
+        if reply is not None and int(reply.flags) & _TRUNCATED:
             again = yield Call(peer.endpoint, GetNeighbors(), key=peer.key)
             reply = again if again is not None else reply
         return reply
@@ -1027,7 +1032,3 @@ class Node(Engine):
 def _utf8_prefix(text: bytes, limit: int) -> bytes:
     """The longest prefix of UTF-8 ``text`` within ``limit`` bytes that is still UTF-8."""
     return text[:limit].decode("utf-8", errors="ignore").encode()
-
-
-def _size(body: Body) -> int:
-    return message_size(DhtMessage(body=body, transaction_id=bytes(8)))

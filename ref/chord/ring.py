@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import operator
 from collections.abc import Iterable, Sequence
 
 from ref.wire.dht import NodeInfo
@@ -66,14 +67,35 @@ class Peer:
 
     @classmethod
     def of(cls, key: bytes, endpoint: Endpoint) -> Peer:
-        return cls(key, endpoint, node_id_of(key), NodeInfo(key=key, endpoint=endpoint))
+        peer = _PEERS.get(key)
+        if peer is not None and peer.endpoint == endpoint:
+            return peer
+        return _intern(cls(key, endpoint, node_id_of(key), NodeInfo(key=key, endpoint=endpoint)))
 
     @classmethod
     def from_info(cls, info: NodeInfo) -> Peer:
-        return cls(info.key, info.endpoint, node_id_of(info.key), info)
+        peer = _PEERS.get(info.key)
+        if peer is not None and (peer.node_info is info or peer.node_info == info):
+            return peer
+        return _intern(cls(info.key, info.endpoint, node_id_of(info.key), info))
 
     def info(self) -> NodeInfo:
         return self.node_info
+
+
+#: The newest Peer made for each key.  Peers are values, so every node that names
+#: the same member shares one object: a ring of 10,000 nodes would otherwise hold
+#: hundreds of thousands of equal copies, and build one for every entry of every
+#: answer.
+_PEERS: dict[bytes, Peer] = {}
+_PEERS_LIMIT = 1 << 17
+
+
+def _intern(peer: Peer) -> Peer:
+    if len(_PEERS) >= _PEERS_LIMIT:
+        _PEERS.clear()
+    _PEERS[peer.key] = peer
+    return peer
 
 
 def extend(owner: int, base: Sequence[Peer], candidates: Iterable[Peer], length: int) -> list[Peer]:
@@ -102,9 +124,16 @@ def extend(owner: int, base: Sequence[Peer], candidates: Iterable[Peer], length:
 
 def closest_preceding(owner: int, target: int, peers: Iterable[Peer], count: int) -> list[Peer]:
     """The known peers in (owner, target), nearest to the target first (Section 6.6)."""
-    eligible: dict[bytes, Peer] = {}
+    # in_open(peer.id, owner, target) inline: 0 < gap < span, with the whole ring
+    # as the span when owner equals target.  Nearest to the target is the largest
+    # gap; the ranking is stable, as a sort by (target - peer.id) mod 2^256 is.
+    span = (target - owner) % RING or RING
+    eligible: dict[bytes, tuple[int, Peer]] = {}
     for peer in peers:
-        if peer.key not in eligible and in_open(peer.id, owner, target):
-            eligible[peer.key] = peer
-    ranked = sorted(eligible.values(), key=lambda peer: (target - peer.id) % RING)
-    return ranked[:count]
+        key = peer.key
+        if key not in eligible:
+            gap = (peer.id - owner) % RING
+            if 0 < gap < span:
+                eligible[key] = (gap, peer)
+    ranked = sorted(eligible.values(), key=operator.itemgetter(0), reverse=True)
+    return [peer for _, peer in ranked[:count]]

@@ -14,6 +14,7 @@ live members) and checks Zave's invariants over the nodes' states.
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 import ipaddress
 import itertools
@@ -32,6 +33,14 @@ from ref.wire.sal import Endpoint
 _DELIVER = 0
 _WAKE = 1
 _CALL = 2
+#: Width of the event queue's time slots, as slots per second (see Network._push).
+_SLOTS_PER_SECOND = 1000.0
+
+#: Collector thresholds while the network runs (see Network.run_until).
+_GC_THRESHOLDS = (100_000, 20, 100)
+
+#: (when, sequence, kind, target, data, source); sequence breaks ties in time.
+_Event = tuple[float, int, int, Any, Any, Any]
 
 
 class SimAddress(ipaddress.IPv4Address):
@@ -40,7 +49,7 @@ class SimAddress(ipaddress.IPv4Address):
     __slots__ = ()
 
     def __hash__(self) -> int:
-        return int(self)
+        return self._ip  # type: ignore[attr-defined,no-any-return]  # int(self), one call less
 
 
 def _kind(kind: type | str) -> str:
@@ -65,9 +74,17 @@ class Network:
         self.hosts: dict[Endpoint, Node | Client] = {}
         self._messages: Counter[type | str] = Counter()
         self._bytes: Counter[type | str] = Counter()
-        self._queue: list[tuple[float, int, int, Any, Any, Any]] = []
+        # The event queue, in time slots: a heap of the events of the current slot
+        # and earlier, and unsorted lists of later ones by slot, heapified when
+        # their slot comes.  Events leave in the order of (when, sequence), as from
+        # one heap, but each push and pop touches a few dozen events, not a heap of
+        # every timer of 10,000 hosts.
+        self._near: list[_Event] = []
+        self._far: dict[int, list[_Event]] = {}
+        self._slots: list[int] = []
+        self._slot = -1
         self._sequence = itertools.count()
-        self._wake: dict[Endpoint, float] = {}
+        self._wake: dict[Node | Client, float] = {}
         self._addresses = itertools.count(1)
         self._partition: dict[Endpoint, int] = {}
 
@@ -93,11 +110,12 @@ class Network:
         bootstrap: Sequence[Endpoint] = (),
         *,
         key: bytes | None = None,
+        endpoint: Endpoint | None = None,
         start: bool = True,
     ) -> Node:
         """A new node with a random key; it creates a ring or joins through ``bootstrap``."""
         key = key if key is not None else self.rng.randbytes(32)
-        endpoint = self.new_endpoint()
+        endpoint = endpoint if endpoint is not None else self.new_endpoint()
         node = Node(ObjectFraming(key), key, endpoint, self.rng, self.now, config)
         self.hosts[endpoint] = node
         if start:
@@ -114,7 +132,7 @@ class Network:
     def fail(self, host: Node | Client) -> None:
         """Crash a host: it vanishes without a word."""
         self.hosts.pop(host.endpoint, None)
-        self._wake.pop(host.endpoint, None)
+        self._wake.pop(host, None)
 
     def partition(self, *groups: Iterable[Endpoint]) -> None:
         """Only endpoints of the same group (or in no group) can reach each other."""
@@ -135,60 +153,117 @@ class Network:
 
     def flush(self, host: Node | Client) -> None:
         """Put a host's outgoing datagrams on the wire and schedule its next timer."""
-        source = host.endpoint
-        for data, destination in host.datagrams_to_send():
-            if type(destination.address) is not SimAddress:
-                # Decoded from bytes (a forwarded SAL packet): the same address,
-                # made hashable like the others.
-                destination = Endpoint(SimAddress(int(destination.address)), destination.port)
-            if isinstance(data, Frame):
-                kind: type | str = type(data.message.body)
-                size = datagram_size(data.size)
-            else:
-                kind, size = "bytes", len(data)
-            self._messages[kind] += 1
-            self._bytes[kind] += size
-            if self.loss and self.rng.random() < self.loss:
-                continue
+        outgoing = host.datagrams_to_send()
+        if outgoing:
+            source = host.endpoint
+            rng = self.rng
+            loss = self.loss
             low, high = self.latency
-            when = self.now + low + (high - low) * self.rng.random()
-            heapq.heappush(
-                self._queue, (when, next(self._sequence), _DELIVER, destination, data, source)
-            )
+            spread = high - low
+            now = self.now
+            messages = self._messages
+            sizes = self._bytes
+            for data, destination in outgoing:
+                if type(destination.address) is not SimAddress:
+                    # Decoded from bytes (a forwarded SAL packet): the same address,
+                    # made hashable like the others.
+                    destination = Endpoint(SimAddress(int(destination.address)), destination.port)
+                if isinstance(data, Frame):
+                    kind: type | str = type(data.message.body)
+                    size = datagram_size(data.size)
+                else:
+                    kind, size = "bytes", len(data)
+                messages[kind] += 1
+                sizes[kind] += size
+                if loss and rng.random() < loss:
+                    continue
+                when = now + low + spread * rng.random()
+                self._push((when, next(self._sequence), _DELIVER, destination, data, source))
         deadline = host.get_timer()
         if deadline is not None:
-            scheduled = self._wake.get(source)
+            scheduled = self._wake.get(host)
             if scheduled is None or deadline < scheduled:
-                self._wake[source] = deadline
-                heapq.heappush(
-                    self._queue, (deadline, next(self._sequence), _WAKE, source, None, None)
-                )
+                self._wake[host] = deadline
+                self._push((deadline, next(self._sequence), _WAKE, host, None, None))
 
     def call_at(self, when: float, action: Any) -> None:
         """Run ``action()`` at virtual time ``when`` (for schedules of churn)."""
-        heapq.heappush(self._queue, (when, next(self._sequence), _CALL, None, action, None))
+        self._push((when, next(self._sequence), _CALL, None, action, None))
+
+    def _push(self, event: _Event) -> None:
+        slot = int(event[0] * _SLOTS_PER_SECOND)
+        if slot <= self._slot:
+            heapq.heappush(self._near, event)
+            return
+        later = self._far.get(slot)
+        if later is None:
+            self._far[slot] = [event]
+            heapq.heappush(self._slots, slot)
+        else:
+            later.append(event)
+
+    def _advance(self) -> bool:
+        """Make the next slot with events the current one; False when none is left."""
+        if not self._slots:
+            return False
+        self._slot = slot = heapq.heappop(self._slots)
+        near = self._far.pop(slot)
+        heapq.heapify(near)
+        self._near = near
+        return True
+
+    def next_time(self) -> float | None:
+        """The virtual time of the next event, or None when nothing is scheduled."""
+        if not self._near and not self._advance():
+            return None
+        return self._near[0][0]
 
     def run_until(self, until: float) -> None:
-        queue = self._queue
+        """Run the events up to virtual time ``until``.
+
+        The garbage collector is held back meanwhile: a ring of 10,000 nodes is
+        some 800,000 tracked objects, which every full collection walks, while
+        the events themselves make next to no cyclic garbage (a crashed host's
+        state is some, and is collected all the same, only less often).
+        """
+        thresholds = gc.get_threshold()
+        if thresholds[0]:
+            gc.set_threshold(*map(max, thresholds, _GC_THRESHOLDS))
+        try:
+            self._run_until(until)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run_until(self, until: float) -> None:
         hosts = self.hosts
-        while queue and queue[0][0] <= until:
-            when, _, kind, target, data, source = heapq.heappop(queue)
+        wake = self._wake
+        heappop = heapq.heappop
+        while True:
+            near = self._near
+            if not near:
+                if not self._advance():
+                    break
+                near = self._near
+            if near[0][0] > until:
+                break
+            when, _, kind, target, data, source = heappop(near)
             self.now = when
-            if kind == _CALL:
-                data()
-                continue
-            host = hosts.get(target)
-            if host is None:
-                continue
             if kind == _DELIVER:
+                host = hosts.get(target)
+                if host is None:
+                    continue
                 if self._partition and not self._reachable(source, target):
                     continue
                 host.receive_datagram(data, source, when)
-            else:
-                if self._wake.get(target) != when:
+            elif kind == _WAKE:
+                host = target
+                if wake.get(host) != when:
                     continue
-                del self._wake[target]
+                del wake[host]
                 host.handle_timer(when)
+            else:
+                data()
+                continue
             self.flush(host)
         self.now = max(self.now, until)
 
@@ -217,9 +292,10 @@ class Network:
                 if isinstance(event, Completed) and event.handle == handle:
                     return event.result
                 event = host.next_event()
-            if not self._queue:
+            upcoming = self.next_time()
+            if upcoming is None:
                 break
-            self.run_until(min(deadline, self._queue[0][0]))
+            self.run_until(min(deadline, upcoming))
         raise TimeoutError(f"operation {handle} did not complete")
 
     def _reachable(self, source: Endpoint, target: Endpoint) -> bool:
@@ -227,11 +303,16 @@ class Network:
             source not in self._partition or target not in self._partition
         )
 
-    def send(self, data: Datagram, source: Endpoint, destination: Endpoint) -> None:
-        """Inject a datagram, as an attacker or a test would."""
-        heapq.heappush(
-            self._queue, (self.now, next(self._sequence), _DELIVER, destination, data, source)
-        )
+    def send(
+        self,
+        data: Datagram,
+        source: Endpoint,
+        destination: Endpoint,
+        when: float | None = None,
+    ) -> None:
+        """Inject a datagram arriving at ``when`` (default: now), as an attacker or test would."""
+        when = self.now if when is None else when
+        self._push((when, next(self._sequence), _DELIVER, destination, data, source))
 
 
 # --- the truth and the invariants -------------------------------------------------------
@@ -294,9 +375,11 @@ def ring_problems(network: Network) -> list[str]:
         problems.append(f"{len(cycles)} rings")
     for ring in cycles:
         ids = [node_id_of(key) for key in ring]
-        turns = sum(
-            distance(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))
-        ) // RING if len(ids) > 1 else 1
+        turns = (
+            sum(distance(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))) // RING
+            if len(ids) > 1
+            else 1
+        )
         if turns != 1:
             problems.append(f"a ring of {len(ids)} goes round {turns} times: out of order")
     return problems
