@@ -887,7 +887,13 @@ def run_scale_sharded(
     seconds = 3_600.0 if full_hour else settings.scale_seconds
     label = f"scale N={size:,}, {shards} shards"
     started = time.perf_counter()
-    with ShardedRing(size, f"{seed}-scale", shards) as ring:
+    with ShardedRing(
+        size,
+        f"{seed}-scale",
+        shards,
+        random_source=random.Random,
+        cpu_clock=time.process_time,
+    ) as ring:
         build = time.perf_counter() - started
         print(f"  [{label}] stable ring built: {ring.sizes} nodes per shard", flush=True)
         start = ring.now

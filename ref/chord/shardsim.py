@@ -31,12 +31,12 @@ import gc
 import io
 import multiprocessing
 import pickle
-import random
-import time
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ref.chord.exchange import RandomSource
 from ref.chord.node import Node, NodeConfig
 from ref.chord.ring import RING, Peer, node_id_of
 from ref.chord.sim import _DELIVER, Network, SimAddress, _Event
@@ -59,6 +59,8 @@ class _Plan:
     keys: tuple[bytes, ...]  # the members; the n-th listens at 10.0.0.0 + n + 1
     config: NodeConfig
     latency: tuple[float, float]
+    random_source: Callable[[str], RandomSource]  # seeded by a string, as random.Random
+    cpu_clock: Callable[[], float]  # the worker's CPU time, as time.process_time
 
     def endpoint(self, index: int) -> Endpoint:
         return Endpoint(SimAddress(_FIRST_ADDRESS + index), DEFAULT_PORT)
@@ -78,7 +80,7 @@ class _ShardNetwork(Network):
     """
 
     def __init__(self, plan: _Plan, shard: int) -> None:
-        super().__init__(random.Random(f"{plan.seed}-shard-{shard}"), latency=plan.latency)
+        super().__init__(plan.random_source(f"{plan.seed}-shard-{shard}"), latency=plan.latency)
         self.shard = shard
         endpoints = [plan.endpoint(i) for i in range(len(plan.keys))]
         infos = [NodeInfo(key=key, endpoint=e) for key, e in zip(plan.keys, endpoints, strict=True)]
@@ -188,7 +190,7 @@ def _worker(plan: _Plan, shard: int, control: Connection, links: dict[int, Conne
                 horizon = end
             control.send(sum(net.message_counts.values()))
         elif command == "cpu":
-            control.send(time.process_time())
+            control.send(plan.cpu_clock())
         elif command == "counts":
             control.send((net.message_counts, net.byte_counts))
         elif command == "lists":
@@ -207,8 +209,11 @@ def _worker(plan: _Plan, shard: int, control: Connection, links: dict[int, Conne
 class ShardedRing:
     """A stable ring of ``size`` nodes simulated by ``shards`` worker processes.
 
-    The keys come from ``seed``; each shard's randomness too.  Use it as a
-    context manager, or call :meth:`close`.
+    The keys come from ``seed``; each shard's randomness too, drawn from
+    ``random_source`` (``random.Random``, say) seeded with a string.
+    ``cpu_clock`` (``time.process_time``) tells a worker's CPU time.  Both are
+    injected, as everywhere in ``ref``, and must pickle (module-level
+    callables do).  Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -218,6 +223,8 @@ class ShardedRing:
         shards: int = 2,
         config: NodeConfig | None = None,
         *,
+        random_source: Callable[[str], RandomSource],
+        cpu_clock: Callable[[], float],
         latency: tuple[float, float] = (0.005, 0.05),
         start: float = 1_800_000_000.0,
     ) -> None:
@@ -225,13 +232,15 @@ class ShardedRing:
             raise ValueError("at least one shard")
         if latency[0] <= 0:
             raise ValueError("shards keep in step by the minimum latency, which must be positive")
-        keys = random.Random(f"{seed}-keys")
+        keys = random_source(f"{seed}-keys")
         self.plan = _Plan(
             seed=seed,
             shards=shards,
             keys=tuple(keys.randbytes(32) for _ in range(size)),
             config=config or NodeConfig(),
             latency=latency,
+            random_source=random_source,
+            cpu_clock=cpu_clock,
         )
         self.now = start
         self.messages = 0

@@ -8,17 +8,21 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from ref.chord.shardsim import ShardedRing
 from ref.chord.sim import Network, install_ideal_state
 
+#: What ``ref`` takes injected: seeded randomness and a CPU clock.
+INJECTED = {"random_source": random.Random, "cpu_clock": time.process_time}
+
 SIZE = 48
 
 
 def test_a_sharded_ring_stays_exact() -> None:
-    with ShardedRing(SIZE, "exact", shards=2) as ring:
+    with ShardedRing(SIZE, "exact", shards=2, **INJECTED) as ring:
         assert sum(ring.sizes) == SIZE
         assert all(ring.sizes)
         ring.run_for(30.0)
@@ -31,14 +35,14 @@ def test_a_sharded_ring_stays_exact() -> None:
 def test_a_sharded_run_is_deterministic_for_a_seed() -> None:
     outcomes = []
     for _ in range(2):
-        with ShardedRing(SIZE, "again", shards=2) as ring:
+        with ShardedRing(SIZE, "again", shards=2, **INJECTED) as ring:
             ring.run_for(20.0)
             outcomes.append((ring.message_counts, ring.byte_counts, ring.lists()))
     assert outcomes[0] == outcomes[1]
 
 
 def test_one_shard_is_the_whole_ring() -> None:
-    with ShardedRing(16, "one", shards=1) as ring:
+    with ShardedRing(16, "one", shards=1, **INJECTED) as ring:
         assert ring.sizes == [16]
         ring.run_for(10.0)
         assert ring.lists() == ring.true_lists()
@@ -46,7 +50,7 @@ def test_one_shard_is_the_whole_ring() -> None:
 
 def test_message_counts_match_the_one_process_simulator() -> None:
     seconds = 40.0
-    with ShardedRing(SIZE, "compare", shards=2) as ring:
+    with ShardedRing(SIZE, "compare", shards=2, **INJECTED) as ring:
         plan = ring.plan
         ring.run_for(seconds)
         sharded = ring.message_counts
@@ -63,4 +67,4 @@ def test_message_counts_match_the_one_process_simulator() -> None:
 
 def test_shards_need_a_minimum_latency() -> None:
     with pytest.raises(ValueError, match="minimum latency"):
-        ShardedRing(8, "zero", latency=(0.0, 0.05))
+        ShardedRing(8, "zero", latency=(0.0, 0.05), **INJECTED)
