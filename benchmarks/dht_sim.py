@@ -842,37 +842,9 @@ def run_scale(settings: Settings, seed: int, full_hour: bool, shards: int = 1) -
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     progress("done", force=True)
-    messages = sum(net.message_counts.values())
-    extrapolated = wall * 3_600.0 / seconds
-    # the target is set for 10,000 nodes; a quick run's smaller ring is not judged
-    judged = size == 10_000
-    return {
-        "seed": seed,
-        "nodes": size,
-        "shards": 1,
-        "virtual_seconds": seconds,
-        "build_wall_seconds": round(build, 2),
-        "wall_seconds": round(wall, 1),
-        "cpu_seconds": round(cpu, 1),
-        "load_average_before": round(load, 2),
-        "load_average_after": round(os.getloadavg()[0], 2),
-        "messages": messages,
-        "messages_per_wall_second": round(messages / wall),
-        "messages_per_cpu_second": round(messages / cpu),
-        "messages_per_virtual_second": round(messages / seconds),
-        "message_kinds_per_node_second": {
-            kind: round(count / seconds / size, 3)
-            for kind, count in net.message_counts.most_common()
-        },
-        "virtual_per_wall": round(seconds / wall, 3),
-        "hour_wall_seconds": round(extrapolated, 1),
-        "hour_cpu_seconds": round(cpu * 3_600.0 / seconds, 1),
-        "hour_is_extrapolated": not full_hour,
-        "target_seconds": SCALE_TARGET_SECONDS,
-        "ratio_to_target": round(extrapolated / SCALE_TARGET_SECONDS, 2),
-        "meets_target": extrapolated <= SCALE_TARGET_SECONDS if judged else None,
-        "trace": [[round(v, 1), round(w, 2)] for v, w in trace],
-    }
+    counts = net.message_counts
+    timing = (build, wall, cpu, load)
+    return scale_report(seed, size, seconds, full_hour, timing, counts, trace, {"shards": 1})
 
 
 def run_scale_sharded(
@@ -913,18 +885,38 @@ def run_scale_sharded(
         cpu = ring.cpu_seconds() - cpu_started
         counts = ring.message_counts
         sizes = ring.sizes
+    extra = {"shards": shards, "nodes_per_shard": sizes}
+    timing = (build, wall, cpu, load)  # cpu: the workers' CPU time, together
+    return scale_report(seed, size, seconds, full_hour, timing, counts, trace, extra)
+
+
+def scale_report(
+    seed: int,
+    size: int,
+    seconds: float,
+    full_hour: bool,
+    timing: tuple[float, float, float, float],
+    counts: Counter[str],
+    trace: list[tuple[float, float]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The figures of a scale run, one process or sharded, extrapolated to an hour.
+
+    ``timing`` is (build, wall, CPU) seconds and the load average before the run.
+    """
+    build, wall, cpu, load = timing
     messages = sum(counts.values())
     extrapolated = wall * 3_600.0 / seconds
+    # the target is set for 10,000 nodes; a quick run's smaller ring is not judged
     judged = size == 10_000
     return {
         "seed": seed,
         "nodes": size,
-        "shards": shards,
-        "nodes_per_shard": sizes,
+        **extra,
         "virtual_seconds": seconds,
         "build_wall_seconds": round(build, 2),
         "wall_seconds": round(wall, 1),
-        "cpu_seconds": round(cpu, 1),  # of the workers, together
+        "cpu_seconds": round(cpu, 1),
         "load_average_before": round(load, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "messages": messages,
