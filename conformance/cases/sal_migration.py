@@ -82,6 +82,18 @@ def with_rsyn(heard: list[Heard]) -> list[Heard]:
     return [h for h in heard if h.flags is not None and h.flags & RSYN]
 
 
+def at_both(flow: HarnessFlow, at_new: list[Heard], at_old: list[Heard]) -> str:
+    """The flow's control packets heard at the new and at the old endpoint."""
+    return (
+        f"new: {describe_all(controls(flow, at_new))}; old: {describe_all(controls(flow, at_old))}"
+    )
+
+
+def acked_at_new_only(flow: HarnessFlow, at_new: list[Heard], at_old: list[Heard]) -> bool:
+    """An ACK of the flow came to the new endpoint and nothing of it to the old one."""
+    return any(is_control(flow, ACK)(h) for h in at_new) and not controls(flow, at_old)
+
+
 def move(flow: HarnessFlow, to: SalPeer, flags: int = RSYN) -> int:
     """Send the flow's RSYN (or ``flags``) from the socket ``to``; returns its verno."""
     verno = flow.snd_nxt
@@ -175,11 +187,10 @@ def move_is_answered_at_new_endpoint(ctx: Context) -> None:
         return
     ctx.require(
         "SAL-MIG-2",
-        any(is_control(flow, ACK)(h) for h in at_new) and not controls(flow, at_old),
+        acked_at_new_only(flow, at_new, at_old),
         "while the candidate endpoint is set, the ACK of a duplicate RSYN goes to it",
         expected="an ACK at the new endpoint, nothing at the old one",
-        actual=f"new: {describe_all(controls(flow, at_new))}; "
-        f"old: {describe_all(controls(flow, at_old))}",
+        actual=at_both(flow, at_new, at_old),
     )
     flow.peer = new
     flow.acknowledge(answer)
@@ -194,19 +205,17 @@ def move_is_answered_at_new_endpoint(ctx: Context) -> None:
         not moved,
         "a copy of the old RSYN after the move completed is not processed as a move",
         expected="no RSYN-ACK at either endpoint",
-        actual=f"new: {describe_all(controls(flow, at_new))}; "
-        f"old: {describe_all(controls(flow, at_old))}",
+        actual=at_both(flow, at_new, at_old),
     )
     if moved:
         reset(flow)
         return
     ctx.require(
         "SAL-MIG-13",
-        any(is_control(flow, ACK)(h) for h in at_new) and not controls(flow, at_old),
+        acked_at_new_only(flow, at_new, at_old),
         "after the move, the target acknowledges the old copy at the new peer endpoint",
         expected="an ACK at the new endpoint, nothing at the old one",
-        actual=f"new: {describe_all(controls(flow, at_new))}; "
-        f"old: {describe_all(controls(flow, at_old))}",
+        actual=at_both(flow, at_new, at_old),
     )
     data = ctx.rng.randbytes(300)
     flow.write(data)

@@ -294,16 +294,17 @@ class ShardedRing:
     @property
     def message_counts(self) -> Counter[str]:
         """Datagrams sent, by ServalDHT message type, over all shards."""
-        total: Counter[str] = Counter()
-        for messages, _ in self._ask("counts"):
-            total.update(messages)
-        return total
+        return self._summed(0)
 
     @property
     def byte_counts(self) -> Counter[str]:
+        """Octets sent, by ServalDHT message type, over all shards."""
+        return self._summed(1)
+
+    def _summed(self, which: int) -> Counter[str]:
         total: Counter[str] = Counter()
-        for _, sizes in self._ask("counts"):
-            total.update(sizes)
+        for counts in self._ask("counts"):
+            total.update(counts[which])
         return total
 
     def lists(self) -> dict[bytes, tuple[list[bytes], list[bytes]]]:

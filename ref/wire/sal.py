@@ -225,6 +225,11 @@ def internet_checksum(data: bytes) -> int:
 # --- codec -------------------------------------------------------------------
 
 
+def _with_checksum(data: bytes) -> bytes:
+    """``data``, a packet with a zero Checksum field, with its checksum put in (SAL-CSUM-1)."""
+    return data[:10] + internet_checksum(data).to_bytes(2, "big") + data[12:]
+
+
 def decode_sal(data: bytes) -> SalPacket:
     """Decode one SAL packet (a UDP payload); raise only ``RemoteProtocolError``."""
     packet = _decode_common(data)
@@ -385,8 +390,7 @@ def _encode_sal(packet: SalPacket, engine: Engine) -> bytes:
         )
         data = header + extensions + packet.payload
         local(len(data) <= MAX_UDP_PAYLOAD, "packet larger than a UDP payload")
-        checksum = internet_checksum(data)
-        return data[:10] + checksum.to_bytes(2, "big") + data[12:]
+        return _with_checksum(data)
 
 
 def decode_stream(payload: bytes) -> StreamSegment:
@@ -535,5 +539,4 @@ def _encode_common(packet: SalPacket) -> bytes | None:
     data = head + packet.payload
     if len(data) > MAX_UDP_PAYLOAD:
         return None
-    checksum = internet_checksum(data)
-    return data[:10] + checksum.to_bytes(2, "big") + data[12:]
+    return _with_checksum(data)

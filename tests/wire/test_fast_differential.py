@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.decoders import same
 from ref.wire import (
     BODIES,
     FORMATS,
@@ -134,17 +135,6 @@ CLASSES = [
 
 
 # --- agreement -----------------------------------------------------------------------
-
-
-def same(a: object, b: object) -> bool:
-    """Equal, and of the same types all the way down."""
-    if type(a) is not type(b):
-        return False
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
-        return len(a) == len(b) and all(map(same, a, b))
-    return a == b
 
 
 def outcome(func: Callable[..., Any], *args: Any) -> tuple[Any, ...]:
