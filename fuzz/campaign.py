@@ -57,6 +57,21 @@ _EXECUTED = re.compile(rb"stat::number_of_executed_units: (\d+)")
 _ARTIFACT = re.compile(r"^(crash|timeout|oom|slow-unit|leak)-")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a campaign as Ctrl-C does: the jobs stop, their work is kept."""
+    raise KeyboardInterrupt
+
+
+def _interruptible() -> None:
+    """In a job, before exec: SIGINT acts again even if this supervisor's shell ignored it.
+
+    A shell starts background commands with SIGINT ignored, and an ignored
+    signal stays ignored across exec, so a job would outlive the supervisor's
+    SIGINT and be killed after the grace period instead of stopping cleanly.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     target: str
@@ -190,7 +205,11 @@ class Supervisor:
         read = log_path.stat().st_size if log_path.exists() else 0
         log = log_path.open("ab")
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_interruptible,
         )
         return Job(
             number,
@@ -209,11 +228,12 @@ class Supervisor:
         begun = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.started = time.monotonic()
         self.deadline = self.started + self.options.seconds
-        for number in range(self.options.jobs):
-            job = self.start(number)
-            if job is not None:
-                self.jobs.append(job)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
+            for number in range(self.options.jobs):
+                job = self.start(number)
+                if job is not None:
+                    self.jobs.append(job)
             while self.jobs:
                 time.sleep(0.5)
                 self._poll()
@@ -231,6 +251,7 @@ class Supervisor:
                     job.process.wait(timeout=GRACE)
             self._poll()
         finally:
+            signal.signal(signal.SIGTERM, previous)
             for job in self.jobs:
                 if job.process.poll() is None:
                     job.process.kill()

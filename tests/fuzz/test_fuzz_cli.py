@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +142,33 @@ def test_a_short_coverage_guided_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (run,) = json.loads((tmp_path / "stats" / "record.json").read_text())
     assert run["execs"] > 0 and run["coverage"] > 0 and not run["new_findings"]
+
+
+def test_sigterm_stops_a_run_and_keeps_its_figures(tmp_path: Path) -> None:
+    """``kill PID`` ends a campaign as Ctrl-C does, even one started with SIGINT ignored."""
+    pytest.importorskip("atheris")
+    command = [*RUN, "record", "--time", "10m", "--no-merge", "--quiet", "--workdir", str(tmp_path)]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, so that nothing it started can outlive the test
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's `&` does
+    )
+    try:
+        status = tmp_path / "record"
+        for _ in range(600):
+            if any(status.glob("**/status-0.json")) or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        process.terminate()
+        _, errors = process.communicate(timeout=campaign.GRACE + 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, errors
+    (run,) = json.loads((tmp_path / "stats" / "record.json").read_text())
+    assert run["execs"] > 0 and run["seconds"] < 300
