@@ -22,6 +22,16 @@ take the checks of Section 5.9.2 and then the rows of the state tables in
 the datagram transport) is driven from here: it sends only in the states
 and sub-states the draft allows.
 
+Batches.  An adapter that reads several datagrams before it asks for output
+(``ref.sal.aio`` takes up to 128 per readiness callback) gets one answer for
+the in-order stream data of a flow that came in a row: the flow is marked
+"deferred" instead of serviced, and the mark is settled (one ACK, the data the
+new window allows, one Readable) when a packet of another flow or kind
+arrives, or at the next :meth:`datagrams_to_send`, :meth:`next_event`,
+:meth:`get_timer` or :meth:`handle_timer` (SAL-STREAM-16).  A segment that
+needs its answer at once (SAL-STREAM-17) is answered at once.  An adapter that
+asks for output after each datagram sees exactly the per-packet behaviour.
+
 Resolution and registration leave the core as events: a packet that selects
 a DELAY rule parks and raises :class:`ResolveNeeded` (one per serviceID in
 progress, SAL-TBL-10); the adapter answers with :meth:`Host.resolved`.
@@ -352,19 +362,27 @@ class Host:
         self._rst_window = (0.0, 0)
         self._rst_by_address: dict[Any, tuple[float, int]] = {}
         self._visible: set[int] = set()  # flows the application knows
+        # A flow whose answer to in-order data waits for the rest of the batch (SAL-STREAM-16).
+        self._deferred: Flow | None = None
         #: How often each row of the state table was taken (Section 5.15).
         self.transitions: Counter[tuple[State, Event]] = Counter()
 
     # --- sans-IO surface --------------------------------------------------------
 
     def datagrams_to_send(self) -> list[Outgoing]:
+        if self._deferred is not None:
+            self._flush_deferred()
         out, self._out = self._out, []
         return out
 
     def next_event(self) -> HostEvent | None:
+        if self._deferred is not None:
+            self._flush_deferred()
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
+        if self._deferred is not None:
+            self._flush_deferred()
         deadlines: list[float] = []
         while self._timers:
             deadline, _, flow_id = self._timers[0]
@@ -387,6 +405,8 @@ class Host:
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
+        if self._deferred is not None:
+            self._flush_deferred()
         self.now = now
         while self._timers and self._timers[0][0] <= now:
             _, _, flow_id = heapq.heappop(self._timers)
@@ -417,6 +437,11 @@ class Host:
             if len(data) > MAX_UDP_PAYLOAD:  # step 1; decode_sal checks the rest
                 raise RemoteProtocolError(f"{len(data)} octets")
             packet = decode_sal(data)  # steps 1-3
+            deferred = self._deferred
+            if deferred is not None and (
+                packet.control is not None or packet.destination_flow_id != deferred.local_flow_id
+            ):
+                self._flush_deferred()  # the batch of the deferred flow's data ends here
             kind = packet_kind(packet)  # steps 4-5
             if kind is PacketKind.FLOW:
                 self._on_flow_packet(packet, source, local, now)
@@ -912,8 +937,18 @@ class Host:
         if len(packet.payload) < STREAM_HEADER_LENGTH:  # SAL-STREAM-1
             raise RemoteProtocolError("a STREAM payload shorter than the segment header")
         assert flow.stream is not None
-        flow.stream.receive(decode_stream(packet.payload), now)
-        self._service_transport(flow, now)
+        if flow.stream.receive(decode_stream(packet.payload), now):
+            if self._deferred is flow:
+                self._deferred = None
+            self._service_transport(flow, now)
+        else:
+            self._deferred = flow  # answered with the rest of the batch (SAL-STREAM-16)
+
+    def _flush_deferred(self) -> None:
+        """Answer the in-order data of the batch that just ended: one ACK for all of it."""
+        flow, self._deferred = self._deferred, None
+        if flow is not None and flow.local_flow_id in self.flows:
+            self._service_transport(flow, self.now)
 
     def _on_rst(self, flow: Flow, control: Control, now: float) -> None:
         """Section 5.11.3: accept an RST with either nonce, else a challenge ACK."""

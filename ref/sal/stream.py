@@ -40,19 +40,22 @@ segment without data or FIN carries as Sequence "the sender's next sequence
 number" read as ``snd_max``, one past the furthest sent (as BSD does), so that
 the ACKs sent after a go-back still count as new window updates.
 
-Congestion control (SAL-STREAM-7) is RFC 5681 with NewReno's recovery
-(RFC 6582).  Initial window: ``min(10 * mss, max(2 * mss, 14600))`` octets
-(RFC 6928; the initial window that current TCP stacks use): 10 segments of
-1,208 octets.  The initial ``ssthresh`` is the largest window the peer can
-advertise.  Slow start adds ``min(acked, mss)`` per ACK, congestion avoidance
-``mss * mss // cwnd``.  Three duplicate ACKs (RFC 5681's definition: no data,
-no FIN, same window, data in flight) retransmit the oldest segment at once
-(SAL-STREAM-10), set ``ssthresh = max(flight / 2, 2 * mss)`` and
-``cwnd = ssthresh + 3 * mss``; each further duplicate adds ``mss``; a partial
-ACK retransmits the next hole; the ACK of everything sent before recovery
-deflates ``cwnd`` to ``min(ssthresh, flight + mss)``.  Duplicate ACKs below
-``recover`` (everything sent before the last timeout or resume) trigger no
-fast retransmit: they come from the go-back retransmissions.
+Congestion control (SAL-STREAM-7) is RFC 5681 with NewReno's recovery (RFC
+6582).  Initial window: ``min(10 * mss, max(2 * mss, 14600))`` octets (RFC
+6928; the initial window that current TCP stacks use): 10 segments of 1,208
+octets.  The initial ``ssthresh`` is the largest window the peer can advertise.
+Growth counts octets, not ACKs (SAL-STREAM-23, RFC 3465 with no per-ACK limit,
+as Linux does): slow start adds the octets newly acknowledged, congestion
+avoidance ``mss * acked // cwnd``, so one ACK for a batch of segments
+(SAL-STREAM-16) grows ``cwnd`` as much as one ACK per segment.  Three duplicate
+ACKs (RFC 5681's definition: no data, no FIN, same window, data in flight)
+retransmit the oldest segment at once (SAL-STREAM-10), set ``ssthresh =
+max(flight / 2, 2 * mss)`` and ``cwnd = ssthresh + 3 * mss``; each further
+duplicate adds ``mss``; a partial ACK retransmits the next hole; the ACK of
+everything sent before recovery deflates ``cwnd`` to ``min(ssthresh, flight +
+mss)``.  Duplicate ACKs below ``recover`` (everything sent before the last
+timeout or resume) trigger no fast retransmit: they come from the go-back
+retransmissions.
 
 Retransmission timer (SAL-STREAM-9, RFC 6298 Section 5).  One timer, separate
 from the control channel's, with its own :class:`~ref.sal.rto.RtoEstimator`.
@@ -114,9 +117,12 @@ because the peer's segment size is not known), and otherwise at most 0.1 s
 after the data that needs it (SAL-STREAM-15: half the 0.2 s ceiling, as in
 FreeBSD, so that a delayed ACK does not race an RTO at its 0.2 s floor).
 Once all data and the FIN have arrived, the ACK is one past the FIN
-(SAL-STREAM-14).  The host calls :meth:`Stream.segments_to_send` after each
-:meth:`Stream.receive`, so that each out-of-order segment gets its own
-(duplicate) ACK, the signal of fast retransmit.
+(SAL-STREAM-14).  :meth:`Stream.receive` tells the host whether the segment
+needs its answer at once (every reason above but "every second segment"):
+then the host calls :meth:`Stream.segments_to_send` before it takes another
+packet, so that each out-of-order segment gets its own (duplicate) ACK, the
+signal of fast retransmit.  Otherwise the host may first take the segments of
+the flow that arrived with it, and one ACK answers the batch (SAL-STREAM-16).
 
 Migration (Section 5.10; "Across migration" in 5.14.2).  :meth:`Stream.freeze`
 stops output and the timer; received segments are still processed.
@@ -241,6 +247,7 @@ class Stream:
         self._peer_fin: int | None = None  # offset of the peer's FIN, once known
         self._peer_finished = False
         self._ack_now = False
+        self._urgent = False  # the segment being received needs its answer at once
         self._ack_deadline: float | None = None
         self._unacked_segments = 0
         self._window_update_step = min(receive_buffer // 2, mss)
@@ -325,27 +332,35 @@ class Stream:
 
     # --- SAL side ---------------------------------------------------------------
 
-    def receive(self, segment: StreamSegment, now: float) -> None:
-        """Process one segment from the peer; never raises."""
+    def receive(self, segment: StreamSegment, now: float) -> bool:
+        """Process one segment from the peer; never raises.
+
+        Returns True when the segment needs an answer before the host goes on
+        to another packet: an acknowledgment that SAL-STREAM-17 (out of order,
+        duplicate, gap filled), the FIN, or an unacceptable segment calls for.
+        Otherwise the host may take further segments of the flow that arrived
+        with this one before it asks what to send (SAL-STREAM-16).
+        """
         self.segments_received += 1
+        self._urgent = False
         flags = int(segment.flags)
         if not flags & _ACK_BIT:  # SAL-STREAM-3; RFC 9293: drop it
             self.segments_dropped += 1
-            return
+            return False
         rcv_nxt = self._rcv_nxt
         seq = rcv_nxt + ((segment.sequence - self._irs - rcv_nxt + _HALF) & _MASK) - _HALF
         # A correct peer's Sequence lies between rcv_nxt minus any window we have
         # advertised and one past our right edge (after a probe octet or a FIN there).
         if seq > max(self._rcv_edge, rcv_nxt) + 1 or seq < rcv_nxt - self._max_adv_window:
             self.segments_dropped += 1
-            self._ack_now = True
-            return
+            self._ack_now = self._urgent = True
+            return True
         snd_una = self._snd_una
         ack = snd_una + ((segment.acknowledgment - self._iss - snd_una + _HALF) & _MASK) - _HALF
         if ack > self._snd_max:  # acknowledges what was never sent
             self.segments_dropped += 1
-            self._ack_now = True
-            return
+            self._ack_now = self._urgent = True
+            return True
         data = segment.data
         size = len(data)
         fin = flags & _FIN_BIT
@@ -371,6 +386,7 @@ class Stream:
         if size or fin:
             self._on_data(seq, data, fin, now)
         self._arm_timer(now)
+        return self._urgent
 
     def segments_to_send(self, now: float) -> list[StreamSegment]:
         """Every segment due now: data, retransmissions, a probe or a pure ACK."""
@@ -598,10 +614,10 @@ class Stream:
                 self._retransmit_oldest = True
                 self._rtt_end = None
                 self.cwnd = max(self.cwnd - acked + (mss if acked >= mss else 0), mss)
-        elif self.cwnd < self.ssthresh:
-            self.cwnd += acked if acked < mss else mss
+        elif self.cwnd < self.ssthresh:  # byte counting (SAL-STREAM-23)
+            self.cwnd += acked
         else:
-            self.cwnd += max(1, mss * mss // self.cwnd)
+            self.cwnd += max(1, mss * acked // self.cwnd)
         self._rtx_deadline = None  # restarted by _arm_timer (RFC 6298 5.3)
 
     def _on_duplicate_ack(self) -> None:
@@ -631,7 +647,7 @@ class Stream:
         stop = end if end < high else high
         if stop - start < size:  # some octets duplicate or outside the window
             self.octets_discarded += size - max(stop - start, 0)
-            self._ack_now = True
+            self._ack_now = self._urgent = True
         if start < stop:
             chunk = data if stop - start == size else data[start - seq : stop - seq]
             if start == rcv_nxt:
@@ -639,7 +655,7 @@ class Stream:
                 rcv_nxt = stop
                 if self._ooo_starts:
                     rcv_nxt = self._drain_out_of_order(rcv_nxt)
-                    self._ack_now = True  # fills (part of) a gap
+                    self._ack_now = self._urgent = True  # fills (part of) a gap
                 else:
                     self._unacked_segments += 1
                     if self._unacked_segments >= 2:  # SAL-STREAM-16
@@ -648,13 +664,13 @@ class Stream:
                         self._ack_deadline = now + ACK_DELAY
             else:
                 self._store_out_of_order(start, chunk)
-                self._ack_now = True  # SAL-STREAM-17
+                self._ack_now = self._urgent = True  # SAL-STREAM-17
         if self._peer_fin is not None and rcv_nxt == self._peer_fin and not self._peer_finished:
             rcv_nxt += 1  # the FIN's sequence number (SAL-STREAM-14)
             self._peer_finished = True
-            self._ack_now = True
+            self._ack_now = self._urgent = True
         elif fin:
-            self._ack_now = True  # a FIN out of order or repeated
+            self._ack_now = self._urgent = True  # a FIN out of order or repeated
         self._rcv_nxt = rcv_nxt
 
     def _store_out_of_order(self, start: int, chunk: bytes) -> None:

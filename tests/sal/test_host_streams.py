@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from ref.sal.flow import State, SubState
 from ref.sal.host import Closed, CloseReason, EndOfData, Host, Migrated, Readable
+from ref.wire.sal import ControlFlags, SalPacket, StreamFlags, decode_sal, decode_stream, encode_sal
 
-from .salnet import C1, C2, STREAM, Pair, pair
+from .salnet import C1, C2, S1, STREAM, Pair, pair
 
 
 def _pump(
@@ -117,3 +118,53 @@ def test_stream_data_to_a_dead_peer_fails_the_flow_sal_stream_11() -> None:
     p.run(1000)
     [closed] = p.net.take(p.client, Closed)
     assert closed.reason is CloseReason.TIMEOUT
+
+
+def _segments_in_flight(p: Pair, flow_id: int, octets: int) -> list[bytes]:
+    """The client's data packets for ``octets`` written at once, taken before delivery."""
+    assert p.client.send(flow_id, bytes(octets), p.net.now) == octets
+    packets = [out.data for out in p.client.datagrams_to_send()]
+    assert len(packets) == -(-octets // 1208)
+    return packets
+
+
+def _answers(p: Pair, packets: list[bytes]) -> list[tuple[int, int]]:
+    """Feed ``packets`` to the server as one batch; its answers as (flags, acknowledgment)."""
+    for data in packets:
+        p.server.receive_datagram(data, source=C1, local=S1, now=p.net.now)
+    answers = []
+    for out in p.server.datagrams_to_send():
+        packet = decode_sal(out.data)
+        if packet.control is not None:
+            answers.append((-int(packet.control.flags), 0))
+        else:
+            segment = decode_stream(packet.payload)
+            answers.append((int(segment.flags), segment.acknowledgment))
+    return answers
+
+
+def test_sal_stream_16_one_ack_answers_a_batch_of_in_order_segments() -> None:
+    p = pair()
+    flow_id, _ = _connected(p)
+    packets = _segments_in_flight(p, flow_id, 6 * 1208)
+    answers = _answers(p, packets)
+    last = decode_stream(decode_sal(packets[-1]).payload)
+    assert answers == [(int(StreamFlags.ACK), last.sequence + len(last.data))]
+
+
+def test_sal_stream_17_each_out_of_order_segment_of_a_batch_gets_its_duplicate_ack() -> None:
+    p = pair()
+    flow_id, _ = _connected(p)
+    packets = _segments_in_flight(p, flow_id, 6 * 1208)
+    first = decode_stream(decode_sal(packets[0]).payload)
+    answers = _answers(p, packets[1:])  # the first segment was lost
+    assert answers == [(int(StreamFlags.ACK), first.sequence)] * (len(packets) - 1)
+
+
+def test_sal_stream_16_the_batch_ack_goes_before_the_answer_to_any_other_packet() -> None:
+    p = pair()
+    flow_id, _ = _connected(p)
+    packets = _segments_in_flight(p, flow_id, 4 * 1208)
+    stray = SalPacket(0x0BAD, 0x0BAD, STREAM, payload=bytes(12))  # no such flow: an RST answers
+    answers = _answers(p, [*packets, encode_sal(stray)])
+    assert [flags for flags, _ in answers] == [int(StreamFlags.ACK), -int(ControlFlags.RST)]

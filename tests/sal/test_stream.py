@@ -438,16 +438,28 @@ def test_sal_stream_10_fast_retransmit_after_three_duplicate_acks() -> None:
     assert len(sends) == 2 and sends[1] - sends[0] < RTO_INITIAL
 
 
-def test_sal_stream_7_slow_start_then_congestion_avoidance() -> None:
+def test_sal_stream_7_23_slow_start_then_congestion_avoidance_count_octets() -> None:
     a = Stream(iss=ISS_A, irs=ISS_B, now=0.0)
     a.write(payload(100_000))
     assert len(a.segments_to_send(0.0)) == 10  # the initial window, RFC 6928
-    for k in range(1, 6):  # one ACK per two segments: + min(acked, mss) each
+    for k in range(1, 6):  # one ACK per two segments: + the octets acknowledged
         a.receive(segment(ISS_B, ISS_A + 2 * 1208 * k, window=1024), 0.1)
-    assert a.cwnd == 15 * 1208 and len(a.segments_to_send(0.1)) == 15
+    assert a.cwnd == 20 * 1208 and len(a.segments_to_send(0.1)) == 20
     a.ssthresh = a.cwnd
     a.receive(segment(ISS_B, ISS_A + 12 * 1208, window=1024), 0.2)
-    assert a.cwnd == 15 * 1208 + 1208 // 15  # mss * mss / cwnd per ACK
+    assert a.cwnd == 20 * 1208 + 1208 * (2 * 1208) // (20 * 1208)  # mss * acked / cwnd
+
+
+def test_sal_stream_23_one_ack_for_a_batch_grows_the_window_as_one_per_segment() -> None:
+    """A stretch ACK (SAL-STREAM-16's batch) opens slow start as far as per-segment ACKs."""
+    one, many = (Stream(iss=ISS_A, irs=ISS_B, now=0.0) for _ in range(2))
+    for stream in (one, many):
+        stream.write(payload(100_000))
+        stream.segments_to_send(0.0)
+    one.receive(segment(ISS_B, ISS_A + 10 * 1208, window=1024), 0.1)
+    for k in range(1, 11):
+        many.receive(segment(ISS_B, ISS_A + k * 1208, window=1024), 0.1)
+    assert one.cwnd == many.cwnd == 20 * 1208
 
 
 def test_write_accepts_what_the_send_buffer_holds() -> None:
@@ -618,7 +630,7 @@ def test_sal_stream_21_22_freeze_resume_mid_transfer() -> None:
     channel = Channel(a, b, delay=0.05)
     data = payload(400_000)
     written = a.write(data)
-    channel.run(until=0.7)
+    channel.run(until=0.35)
     assert a.rto_estimator.srtt is not None and a.cwnd > initial_window(a.mss)
     a.freeze()
     b.freeze()
