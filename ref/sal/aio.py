@@ -104,6 +104,7 @@ STREAM_LIMIT = 1 << 16  # StreamReader limit, as asyncio's
 HIGH_WATER = 1 << 16  # write buffer limits, as asyncio's
 MAX_QUEUED_MESSAGES = 1024  # received datagrams held for the application; more are dropped
 MAX_SEND_BACKLOG = 4096  # datagrams held while a socket's send buffer is full
+MAX_CACHED_ADDRESSES = 4096  # per socket, each way between socket addresses and Endpoints
 _STREAM, _DATAGRAM = TransportProtocol.STREAM, TransportProtocol.DATAGRAM
 
 
@@ -167,6 +168,7 @@ class _Interface:
         self.sock = sock
         self._ipv6 = sock.family == socket.AF_INET6
         self._addresses: dict[Endpoint, tuple[str, int]] = {}
+        self._sources: dict[Any, Endpoint] = {}  # socket address -> Endpoint, parsed once
         self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._loop = stack.loop
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -176,6 +178,7 @@ class _Interface:
         receive = stack.host.receive_datagram
         recvfrom = self.sock.recvfrom
         local = self.endpoint
+        sources = self._sources
         now = time.time()
         for _ in range(READ_BATCH):
             try:
@@ -185,17 +188,22 @@ class _Interface:
             except OSError:  # an ICMP error reported on the socket
                 stack.counters["receive_errors"] += 1
                 continue
-            try:
-                source = endpoint_of(address[0], address[1])
-            except ValueError:
-                continue
+            source = sources.get(address)
+            if source is None:
+                try:
+                    source = endpoint_of(address[0], address[1])
+                except ValueError:
+                    continue
+                if len(sources) >= MAX_CACHED_ADDRESSES:
+                    sources.clear()
+                sources[address] = source
             receive(data, source=source, local=local, now=now)
         stack.service()
 
     def send(self, data: bytes, destination: Endpoint) -> None:
         address = self._addresses.get(destination)
         if address is None:
-            if len(self._addresses) >= MAX_SEND_BACKLOG:
+            if len(self._addresses) >= MAX_CACHED_ADDRESSES:
                 self._addresses.clear()
             address = self._addresses[destination] = self._socket_address(destination)
         if self._backlog:

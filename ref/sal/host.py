@@ -120,7 +120,7 @@ from ref.wire.sal import (
     decode_sal,
     decode_stream,
     encode_sal,
-    encode_stream,
+    encode_stream_packet,
 )
 
 SYN, RSYN, ACK, RST, FIN = (
@@ -1324,8 +1324,11 @@ class Host:
                 self._app_close_moment(flow, now)
             return
         if sending:
+            source, destination = flow.local_flow_id, flow.peer_flow_id
             for segment in stream.segments_to_send(now):
-                self._send_data(flow, encode_stream(segment))
+                assert flow.peer is not None
+                data = encode_stream_packet(source, destination, segment)
+                self._emit(data, flow.local, flow.peer)
         if stream.failed:
             self._fail(flow, now)
             return

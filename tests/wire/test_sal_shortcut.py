@@ -35,6 +35,7 @@ from ref.wire.sal import (
     decode_stream,
     encode_sal,
     encode_stream,
+    encode_stream_packet,
 )
 
 from .strategies import (
@@ -45,6 +46,7 @@ from .strategies import (
     protocols,
     sal_mutants,
     sal_packets,
+    stream_segments,
     uints,
 )
 
@@ -177,3 +179,41 @@ def test_stream_segments_round_trip_through_the_shortcut(segment: StreamSegment)
     decoded = decode_stream(data)
     assert decoded == segment
     assert type(decoded.flags) is StreamFlags
+
+
+def _stream_packet_the_long_way(source: int, destination: int, segment: StreamSegment) -> bytes:
+    payload = encode_stream(segment)
+    return encode_sal(SalPacket(source, destination, TransportProtocol.STREAM, payload=payload))
+
+
+@settings(max_examples=300)
+@given(
+    source=st.one_of(uints(32), st.integers(min_value=-1, max_value=2**33)),
+    destination=uints(32),
+    segment=stream_segments(max_data=1500),
+)
+def test_encode_stream_packet_writes_what_encode_sal_writes(
+    source: int, destination: int, segment: StreamSegment
+) -> None:
+    """The same octets, or the same error (a flowID out of range, a packet too large)."""
+    try:
+        expected = _stream_packet_the_long_way(source, destination, segment)
+    except LocalProtocolError as error:
+        with pytest.raises(LocalProtocolError) as raised:
+            encode_stream_packet(source, destination, segment)
+        assert str(raised.value) == str(error)
+    else:
+        assert encode_stream_packet(source, destination, segment) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 1207, 1208, 65535 - 24, 65535 - 23])
+def test_encode_stream_packet_at_the_edges_of_size_and_parity(size: int) -> None:
+    segment = StreamSegment(2**32 - 1, 0, StreamFlags.ACK | StreamFlags.FIN, 65535, b"\xff" * size)
+    try:
+        expected = _stream_packet_the_long_way(1, 2**32 - 1, segment)
+    except LocalProtocolError:
+        with pytest.raises(LocalProtocolError):
+            encode_stream_packet(1, 2**32 - 1, segment)
+    else:
+        assert encode_stream_packet(1, 2**32 - 1, segment) == expected
+        assert decode_sal(expected).payload == encode_stream(segment)
