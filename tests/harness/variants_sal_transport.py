@@ -72,13 +72,13 @@ def _no_ack_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     import ref.sal.host as host
     from ref.wire import StreamFlags
 
-    original = host.encode_stream
+    original = host.encode_stream_packet
 
-    def encode(segment: Any) -> bytes:
+    def encode(source: int, destination: int, segment: Any) -> bytes:
         flags = StreamFlags(int(segment.flags) & ~int(StreamFlags.ACK))
-        return original(dataclasses.replace(segment, flags=flags))
+        return original(source, destination, dataclasses.replace(segment, flags=flags))
 
-    monkeypatch.setattr(host, "encode_stream", encode)
+    monkeypatch.setattr(host, "encode_stream_packet", encode)
 
 
 def _slow_ack(monkeypatch: pytest.MonkeyPatch) -> None:
