@@ -44,7 +44,17 @@ def seq_diff(a: int, b: int) -> int:
     return (a - b) % SEQ_MODULUS
 
 
-class State(Enum):
+class _Singletons(Enum):
+    """An Enum whose members hash by identity, in C.
+
+    Members are singletons compared by identity; Enum's own ``__hash__`` runs
+    in Python, on every table lookup of every packet.
+    """
+
+    __hash__ = object.__hash__
+
+
+class State(_Singletons):
     """Connection states (Section 5.15)."""
 
     CLOSED = "CLOSED"
@@ -59,12 +69,8 @@ class State(Enum):
     CLOSEWAIT = "CLOSEWAIT"
     LASTACK = "LASTACK"
 
-    # Members are singletons compared by identity: hash them by identity too, in C.
-    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
-    __hash__ = object.__hash__
 
-
-class SubState(Enum):
+class SubState(_Singletons):
     """Migration sub-states (Section 5.10.1)."""
 
     INITIAL = "INITIAL"
@@ -72,12 +78,8 @@ class SubState(Enum):
     RSYN_RECV = "RSYN_RECV"
     RSYN_SENT_RECV = "RSYN_SENT_RECV"
 
-    # Members are singletons compared by identity: hash them by identity too, in C.
-    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
-    __hash__ = object.__hash__
 
-
-class Event(Enum):
+class Event(_Singletons):
     """The events of the state table, in the draft's words (Section 5.15)."""
 
     APP_CONNECT = "app connect"
@@ -108,10 +110,6 @@ class Event(Enum):
     RTO_LIMIT = "RTO limit"
     REQUEST_TIMEOUT = "timeout (3 s)"
     STATE_TIMEOUT = "timeout (60 s)"
-
-    # Members are singletons compared by identity: hash them by identity too, in C.
-    # Enum's own __hash__ runs in Python, on every table lookup of every packet.
-    __hash__ = object.__hash__
 
 
 S, E = State, Event

@@ -1324,11 +1324,10 @@ class Host:
                 self._app_close_moment(flow, now)
             return
         if sending:
-            source, destination = flow.local_flow_id, flow.peer_flow_id
+            source, destination, peer = flow.local_flow_id, flow.peer_flow_id, flow.peer
+            assert peer is not None  # a sending state has a peer
             for segment in stream.segments_to_send(now):
-                assert flow.peer is not None
-                data = encode_stream_packet(source, destination, segment)
-                self._emit(data, flow.local, flow.peer)
+                self._emit(encode_stream_packet(source, destination, segment), flow.local, peer)
         if stream.failed:
             self._fail(flow, now)
             return

@@ -431,16 +431,20 @@ def _decode_stream(payload: bytes, engine: Engine) -> StreamSegment:
 
 def encode_stream(segment: StreamSegment) -> bytes:
     """Encode a stream segment (header and data)."""
-    if type(segment) is StreamSegment and type(segment.data) is bytes:
-        try:
-            header = _STREAM_HEADER.pack(
-                segment.sequence, segment.acknowledgment, segment.flags, 0, segment.window
-            )
-        except (struct.error, TypeError):
-            pass  # the general path says what is wrong
-        else:
-            return header + segment.data
-    return _encode_stream(segment, DERIVED)
+    header = _stream_header(segment)
+    return header + segment.data if header is not None else _encode_stream(segment, DERIVED)
+
+
+def _stream_header(segment: StreamSegment) -> bytes | None:
+    """The segment header of a segment the shortcut can vouch for, or None."""
+    if type(segment) is not StreamSegment or type(segment.data) is not bytes:
+        return None
+    try:
+        return _STREAM_HEADER.pack(
+            segment.sequence, segment.acknowledgment, segment.flags, 0, segment.window
+        )
+    except (struct.error, TypeError):
+        return None  # the general path says what is wrong
 
 
 def encode_stream_packet(
@@ -454,25 +458,21 @@ def encode_stream_packet(
     written in one step: the commonest packet of all, built without the
     intermediate objects and copies.
     """
-    data = segment.data
-    if type(segment) is StreamSegment and type(data) is bytes:
+    header = _stream_header(segment)
+    if header is not None and _STREAM_PACKET_HEADERS + len(segment.data) <= MAX_UDP_PAYLOAD:
+        data = segment.data
         try:
             base = _BASE_HEADER.pack(
                 source_flow_id, destination_flow_id, _PLAIN_WORDS, TransportProtocol.STREAM, 0
             )
-            header = _STREAM_HEADER.pack(
-                segment.sequence, segment.acknowledgment, segment.flags, 0, segment.window
-            )
         except (struct.error, TypeError):
             pass  # the general path says what is wrong
         else:
-            if _STREAM_PACKET_HEADERS + len(data) <= MAX_UDP_PAYLOAD:
-                body = int.from_bytes(data, "big")
-                checksum = _checksum_of(
-                    int.from_bytes(base + header, "big") + (body << 8 if len(data) % 2 else body)
-                )
-                base = base[:10] + checksum.to_bytes(2, "big")
-                return b"".join((base, header, data))
+            body = int.from_bytes(data, "big")
+            checksum = _checksum_of(
+                int.from_bytes(base + header, "big") + (body << 8 if len(data) % 2 else body)
+            )
+            return b"".join((base[:10], checksum.to_bytes(2, "big"), header, data))
     packet = SalPacket(
         source_flow_id,
         destination_flow_id,
