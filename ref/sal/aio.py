@@ -69,6 +69,7 @@ from ref.sal.host import (
     Writable,
 )
 from ref.sal.resolver import Registration, Resolver
+from ref.sal.stream import Buffer
 from ref.sal.table import DEFAULT_PREFIX, Prefix, Rule, canonical_endpoint
 from ref.wire.constants import DEMUX_PRIORITY, DEMUX_WEIGHT, SERVICE_ID_LENGTH
 from ref.wire.errors import ErrorCode, LocalProtocolError, ServalError
@@ -94,7 +95,6 @@ __all__ = [
 Log = Callable[[dict[str, Any]], None]
 ServiceName = str | bytes  # a name ("echo.example", "name@key") or a 32-byte serviceID
 Address = tuple[str, int] | Endpoint
-Buffer = bytes | bytearray | memoryview
 
 READ_BATCH = 128  # datagrams taken per readiness callback before the core is serviced
 READ_CHUNK = 1 << 18  # octets taken from the core per read
@@ -391,7 +391,7 @@ class SalTransport(_FlowOwner, asyncio.Transport):
         if self._pending:
             self._pending += data
         else:
-            accepted = self._host.send(self.flow_id, cast(bytes, data), time.time())
+            accepted = self._host.send(self.flow_id, data, time.time())
             if accepted < len(data):
                 self._pending += memoryview(data)[accepted:]
             self._stack.kick()
@@ -461,7 +461,7 @@ class SalTransport(_FlowOwner, asyncio.Transport):
 
     def _on_writable(self) -> None:
         if self._pending and not self._flow_gone:
-            accepted = self._host.send(self.flow_id, cast(bytes, self._pending), time.time())
+            accepted = self._host.send(self.flow_id, self._pending, time.time())
             del self._pending[:accepted]
         if not self._pending:
             if self._shutdown:

@@ -81,7 +81,7 @@ from ref.sal.flow import (
 from ref.sal.forwarding import forward, reply_endpoint
 from ref.sal.receive import PacketKind, flags_of, packet_kind
 from ref.sal.resolver import Registration
-from ref.sal.stream import Stream
+from ref.sal.stream import Buffer, Stream
 from ref.sal.table import (
     Listener,
     LookupMode,
@@ -534,7 +534,7 @@ class Host:
         self._arm_retransmit(flow, now)
         return flow.local_flow_id
 
-    def send(self, flow_id: int, data: bytes, now: float) -> int:
+    def send(self, flow_id: int, data: Buffer, now: float) -> int:
         """Queue ``data`` on a flow: octets accepted (stream) or the message (datagram)."""
         self.now = now
         flow = self._app_flow(flow_id)

@@ -150,6 +150,8 @@ from ref.wire.constants import (
 from ref.wire.errors import LocalProtocolError
 from ref.wire.sal import StreamFlags, StreamSegment
 
+#: What an application may hand to the stream (and to :meth:`ref.sal.host.Host.send`).
+Buffer = bytes | bytearray | memoryview
 #: Maximum data octets per segment: 1,232 - 12 (SAL header) - 12 (segment header).
 DEFAULT_MSS = 1208
 #: The largest Window field (16 bits) in units.
@@ -266,7 +268,7 @@ class Stream:
 
     # --- application side -----------------------------------------------------
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: Buffer) -> int:
         """Queue up to :attr:`send_buffer_free` octets of ``data``; return how many."""
         if self._shutdown:
             raise LocalProtocolError("write after shutdown")
