@@ -26,7 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ref.sal.rto import RtoEstimator
-from ref.wire.sal import ControlFlags, Endpoint, TransportProtocol
+from ref.wire.sal import Endpoint, TransportProtocol
 
 if TYPE_CHECKING:
     from ref.sal.stream import Stream
@@ -249,7 +249,7 @@ SENDING_STATES = frozenset({S.CONNECTED, S.FINWAIT1, S.FINWAIT2, S.CLOSEWAIT})
 class Outstanding:
     """The flow's one unacknowledged sequence-consuming packet (Section 5.9.1)."""
 
-    flags: ControlFlags
+    flags: int  # ControlFlags bits
     verno: int
     sent_at: float
     retransmitted: bool = False  # Karn's rule (SAL-CTRL-13)

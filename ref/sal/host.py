@@ -123,13 +123,17 @@ from ref.wire.sal import (
     encode_stream_packet,
 )
 
+# The flags as plain ints: an IntFlag operand would turn every test of a received
+# packet's flags into enum arithmetic (IntFlag.__rand__ takes precedence over int's).
 SYN, RSYN, ACK, RST, FIN = (
-    ControlFlags.SYN,
-    ControlFlags.RSYN,
-    ControlFlags.ACK,
-    ControlFlags.RST,
-    ControlFlags.FIN,
+    int(ControlFlags.SYN),
+    int(ControlFlags.RSYN),
+    int(ControlFlags.ACK),
+    int(ControlFlags.RST),
+    int(ControlFlags.FIN),
 )
+#: The CONTROL extension's flags field for each octet value, made once.
+_AS_FLAGS = tuple(ControlFlags(value) for value in range(256))
 _CONSUMING = SYN | RSYN | FIN
 _NO_NONCE = bytes(NONCE_LENGTH)
 _FLOW_ID_SPACE = 1 << 32
@@ -1389,7 +1393,7 @@ class Host:
 
     # --- sending control packets ---------------------------------------------------------
 
-    def _send_new(self, flow: Flow, flags: ControlFlags, now: float) -> None:
+    def _send_new(self, flow: Flow, flags: int, now: float) -> None:
         """A new sequence-consuming packet (SAL-CTRL-1, SAL-CTRL-14)."""
         verno = flow.snd_nxt
         flow.snd_nxt = seq_add(verno, 1)
@@ -1397,15 +1401,14 @@ class Host:
         self._send_control(flow, flags, verno)
         self._arm_retransmit(flow, now)
 
-    def _send_control(self, flow: Flow, flags: ControlFlags | int, verno: int) -> None:
+    def _send_control(self, flow: Flow, flags: int, verno: int) -> None:
         """Send a control packet of the flow with the current ackno (SAL-CTRL-2, -15)."""
-        flags = ControlFlags(flags)
         ackno = flow.rcv_nxt
         packet = SalPacket(
             flow.local_flow_id,
             flow.peer_flow_id,
             flow.transport,
-            control=Control(flags, verno, ackno, flow.own_nonce),
+            control=Control(_AS_FLAGS[flags], verno, ackno, flow.own_nonce),
             # a SYN-ACK echoes the SYN's serviceID (SAL-EXT-23)
             destination_service=flow.local_service if flags & SYN else None,
         )
@@ -1419,7 +1422,7 @@ class Host:
             flow.local_flow_id,
             flow.peer_flow_id,
             flow.transport,
-            control=Control(ACK, flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
+            control=Control(_AS_FLAGS[ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
         )
         data = encode_sal(packet)
         destination = flow.destination
@@ -1434,7 +1437,7 @@ class Host:
             flow.local_flow_id,
             0,
             flow.transport,
-            control=Control(SYN, flow.iss, 0, flow.own_nonce),
+            control=Control(_AS_FLAGS[SYN], flow.iss, 0, flow.own_nonce),
             destination_service=flow.peer_service,
             source_service=flow.local_service or None,  # SAL-EXT-22
         )
@@ -1465,7 +1468,7 @@ class Host:
             flow.local_flow_id,
             flow.peer_flow_id,
             TransportProtocol.NONE,
-            control=Control(RST | ACK, flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
+            control=Control(_AS_FLAGS[RST | ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
         )
         self.activity["rst_sent"] += 1
         self._emit(encode_sal(packet), flow.local, destination)
@@ -1489,7 +1492,7 @@ class Host:
             packet.destination_flow_id,
             packet.source_flow_id,
             TransportProtocol.NONE,
-            control=Control(flags, verno, ackno, nonce),
+            control=Control(_AS_FLAGS[flags], verno, ackno, nonce),
         )
         self.activity["rst_sent"] += 1
         self._emit(encode_sal(answer), local, destination)
