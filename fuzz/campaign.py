@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -118,10 +119,20 @@ class Summary:
     known_findings: int
     unconfirmed: int = 0
     note: str = ""
+    # CPU seconds the jobs used (user and system).  On a machine shared with
+    # other work, executions per CPU second is the rate one core sustains;
+    # executions per wall second times the jobs is not.
+    cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.execs / self.seconds if self.seconds else 0.0
+
+
+def _children_cpu() -> float:
+    """CPU seconds used by this process's finished (reaped) child processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Supervisor:
@@ -228,6 +239,7 @@ class Supervisor:
         begun = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.started = time.monotonic()
         self.deadline = self.started + self.options.seconds
+        cpu_before = _children_cpu()
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             for number in range(self.options.jobs):
@@ -256,6 +268,7 @@ class Supervisor:
                 if job.process.poll() is None:
                     job.process.kill()
                     job.process.wait()
+        cpu_seconds = _children_cpu() - cpu_before  # the jobs only: replays and merge follow
         self._collect_findings()
         totals = self._totals()
         self._show(final=True)
@@ -279,6 +292,7 @@ class Supervisor:
             known_findings=len(self.known) - len(self.new),
             unconfirmed=self.unconfirmed + totals.unconfirmed,
             note=note,
+            cpu_seconds=round(cpu_seconds, 1),
         )
 
     def _poll(self) -> None:

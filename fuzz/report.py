@@ -3,7 +3,10 @@
 Reads the runs recorded in ``WORKDIR/stats/*.json`` and the findings kept in
 ``fuzz/crashes/``, prints a table, and writes the same as JSON and HTML
 (``WORKDIR/report.json`` and ``report.html`` unless told otherwise).  Rates
-are executions per second of wall time and, divided by the jobs, per core.
+are executions per second of wall time and per core: executions per CPU
+second of the jobs, over the runs that recorded their CPU time (wall time
+times the jobs for older records), so that a campaign that shared its cores
+with other work still shows what one core sustains.
 For structure-aware and network campaigns "coverage" counts distinct
 outcomes (refusal codes, accepted types, node counters, answer kinds), for
 coverage-guided ones the edges atheris counts in ``ref``.
@@ -28,7 +31,10 @@ class Row:
     kind: str
     runs: int = 0
     seconds: float = 0.0
-    core_seconds: float = 0.0
+    core_seconds: float = 0.0  # wall seconds times jobs, for runs without CPU time
+    core_execs: int = 0  # the executions of those runs
+    cpu_seconds: float = 0.0  # CPU seconds of the runs that recorded it
+    cpu_execs: int = 0  # the executions of those runs
     execs: int = 0
     coverage: int = 0
     features: int = 0
@@ -43,7 +49,9 @@ class Row:
 
     @property
     def rate_per_core(self) -> float:
-        return self.execs / self.core_seconds if self.core_seconds else 0.0
+        if self.cpu_seconds:
+            return self.cpu_execs / self.cpu_seconds
+        return self.core_execs / self.core_seconds if self.core_seconds else 0.0
 
 
 def rows(workdir: Path = WORKDIR, crashes: Path = CRASHES) -> list[Row]:
@@ -56,7 +64,12 @@ def rows(workdir: Path = WORKDIR, crashes: Path = CRASHES) -> list[Row]:
         for run in runs:
             row.runs += 1
             row.seconds += run["seconds"]
-            row.core_seconds += run["seconds"] * run["jobs"]
+            if run.get("cpu_seconds"):
+                row.cpu_seconds += run["cpu_seconds"]
+                row.cpu_execs += run["execs"]
+            else:
+                row.core_seconds += run["seconds"] * run["jobs"]
+                row.core_execs += run["execs"]
             row.execs += run["execs"]
             row.coverage = max(row.coverage, run["coverage"])
             row.features = max(row.features, run["features"])

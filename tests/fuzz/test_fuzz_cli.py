@@ -90,6 +90,29 @@ def test_report_writes_text_json_and_html(
     assert "<table>" in (tmp_path / "report.html").read_text()
 
 
+def test_report_per_core_rate_counts_cpu_seconds_where_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that shared its cores (100 s of wall, 25 s of CPU) counts its CPU time;
+    an older record without CPU time counts wall time times jobs, and is then left out."""
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    base = {"started": "now", "jobs": 1, "coverage": 5, "features": 9}
+    shared = {**base, "seconds": 100.0, "execs": 500_000, "cpu_seconds": 25.0}
+    (stats / "sal.json").write_text(json.dumps([shared]))
+    (stats / "dht.json").write_text(
+        json.dumps([{**base, "seconds": 10.0, "execs": 100_000}, shared])
+    )
+    assert main(["report", "--workdir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows = {
+        row["target"]: row
+        for row in json.loads((tmp_path / "report.json").read_text())["campaigns"]
+    }
+    assert rows["sal"]["rate"] == 5_000 and rows["sal"]["rate_per_core"] == 20_000
+    assert rows["dht"]["execs"] == 600_000 and rows["dht"]["rate_per_core"] == 20_000
+
+
 # --- the supervisor, without workers ----------------------------------------------------------
 
 
@@ -142,6 +165,9 @@ def test_a_short_coverage_guided_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (run,) = json.loads((tmp_path / "stats" / "record.json").read_text())
     assert run["execs"] > 0 and run["coverage"] > 0 and not run["new_findings"]
+    # The one job's CPU time: it ran (a busy fuzzer), and no more than the run's wall
+    # time (one process, one core) with a margin for its start-up.
+    assert 0.5 < run["cpu_seconds"] <= run["seconds"] + 5
 
 
 def test_sigterm_stops_a_run_and_keeps_its_figures(tmp_path: Path) -> None:
