@@ -21,6 +21,7 @@ attached to the exception as a note.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -151,13 +152,23 @@ def record(data: bytes) -> None:
 
 def same(a: object, b: object) -> bool:
     """Equal, and of the same types all the way down."""
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    names = _field_names(kind)
+    if names is not None:
+        return all(same(getattr(a, name), getattr(b, name)) for name in names)
     if isinstance(a, tuple | list) and isinstance(b, tuple | list):
         return len(a) == len(b) and all(map(same, a, b))
     return a == b
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass type, None for any other type (looked up once)."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    return tuple(field.name for field in dataclasses.fields(kind))
 
 
 def _outcome(decode: Callable[[bytes], Any], data: bytes) -> tuple[Any, ...]:
