@@ -111,6 +111,7 @@ from ref.wire.constants import (
 from ref.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, ServalError
 from ref.wire.records import ServiceRecord
 from ref.wire.sal import (
+    CONTROL_FLAGS,
     STREAM_HEADER_LENGTH,
     Control,
     ControlFlags,
@@ -132,8 +133,6 @@ SYN, RSYN, ACK, RST, FIN = (
     int(ControlFlags.RST),
     int(ControlFlags.FIN),
 )
-#: The CONTROL extension's flags field for each octet value, made once.
-_AS_FLAGS = tuple(ControlFlags(value) for value in range(256))
 _CONSUMING = SYN | RSYN | FIN
 _NO_NONCE = bytes(NONCE_LENGTH)
 _FLOW_ID_SPACE = 1 << 32
@@ -1408,7 +1407,7 @@ class Host:
             flow.local_flow_id,
             flow.peer_flow_id,
             flow.transport,
-            control=Control(_AS_FLAGS[flags], verno, ackno, flow.own_nonce),
+            control=Control(CONTROL_FLAGS[flags], verno, ackno, flow.own_nonce),
             # a SYN-ACK echoes the SYN's serviceID (SAL-EXT-23)
             destination_service=flow.local_service if flags & SYN else None,
         )
@@ -1422,7 +1421,7 @@ class Host:
             flow.local_flow_id,
             flow.peer_flow_id,
             flow.transport,
-            control=Control(_AS_FLAGS[ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
+            control=Control(CONTROL_FLAGS[ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
         )
         data = encode_sal(packet)
         destination = flow.destination
@@ -1437,7 +1436,7 @@ class Host:
             flow.local_flow_id,
             0,
             flow.transport,
-            control=Control(_AS_FLAGS[SYN], flow.iss, 0, flow.own_nonce),
+            control=Control(CONTROL_FLAGS[SYN], flow.iss, 0, flow.own_nonce),
             destination_service=flow.peer_service,
             source_service=flow.local_service or None,  # SAL-EXT-22
         )
@@ -1468,7 +1467,7 @@ class Host:
             flow.local_flow_id,
             flow.peer_flow_id,
             TransportProtocol.NONE,
-            control=Control(_AS_FLAGS[RST | ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
+            control=Control(CONTROL_FLAGS[RST | ACK], flow.snd_nxt, flow.rcv_nxt, flow.own_nonce),
         )
         self.activity["rst_sent"] += 1
         self._emit(encode_sal(packet), flow.local, destination)
@@ -1492,7 +1491,7 @@ class Host:
             packet.destination_flow_id,
             packet.source_flow_id,
             TransportProtocol.NONE,
-            control=Control(_AS_FLAGS[flags], verno, ackno, nonce),
+            control=Control(CONTROL_FLAGS[flags], verno, ackno, nonce),
         )
         self.activity["rst_sent"] += 1
         self._emit(encode_sal(answer), local, destination)

@@ -511,8 +511,9 @@ _CONTROL_WORDS = (BASE_HEADER_LENGTH + _CONTROL_LENGTH) // 4
 _CONTROL_END = BASE_HEADER_LENGTH + _CONTROL_LENGTH
 _STREAM_PACKET_HEADERS = BASE_HEADER_LENGTH + STREAM_HEADER_LENGTH
 _PROTOCOLS: dict[int, TransportProtocol] = {p.value: p for p in TransportProtocol}
-# What FlagsAdapter makes of each octet (unknown bits kept), made once.
-_CONTROL_FLAGS = tuple(ControlFlags(value) for value in range(256))
+#: What FlagsAdapter makes of each octet (unknown bits kept), made once: the
+#: flags of a Control built from an int (``CONTROL_FLAGS[value]``).
+CONTROL_FLAGS = tuple(ControlFlags(value) for value in range(256))
 _STREAM_FLAGS = tuple(StreamFlags(value) for value in range(256))
 
 
@@ -532,7 +533,7 @@ def _decode_common(data: bytes) -> SalPacket | None:
         _, _, flags, _, verno, ackno, nonce = _CONTROL_EXTENSION.unpack_from(
             data, BASE_HEADER_LENGTH
         )
-        control = Control(_CONTROL_FLAGS[flags], verno, ackno, nonce)
+        control = Control(CONTROL_FLAGS[flags], verno, ackno, nonce)
     else:
         return None
     if internet_checksum(data) != 0:
