@@ -378,10 +378,22 @@ def test_graceful_leave_keeps_every_record_on_k_nodes() -> None:
 
     async def scenario(servers: list[NodeServer]) -> None:
         owner = Ed25519PrivateKey.generate()
-        names = [f"service-{i}.example" for i in range(12)]
+        ids = sorted(server.node.id for server in servers)
+
+        def first_replica(block: int) -> int:  # the block's successor on the ring
+            return next((node_id for node_id in ids if node_id >= block), ids[0])
+
+        # The node IDs come from fresh keys: take names until each node that may leave
+        # heads a block (twelve at least), so the handover below is never empty.
+        names: list[str] = []
+        while len(names) < 12 or not all(
+            any(first_replica(block) == server.node.id for block in _blocks(names))
+            for server in servers[1:]
+        ):
+            names.append(f"service-{len(names)}.example")
 
         def heads(server: NodeServer) -> int:
-            return sum(server.node.is_first_replica(block) for block in _blocks(names))
+            return sum(first_replica(block) == server.node.id for block in _blocks(names))
 
         # The leaver hands over the blocks it heads (DHT-REPL-13); the client's node stays.
         leaver = max(servers[1:], key=heads)
