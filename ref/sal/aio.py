@@ -40,10 +40,12 @@ unknown serviceID is unreachable at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import random
 import socket
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -105,6 +107,12 @@ HIGH_WATER = 1 << 16  # write buffer limits, as asyncio's
 MAX_QUEUED_MESSAGES = 1024  # received datagrams held for the application; more are dropped
 MAX_SEND_BACKLOG = 4096  # datagrams held while a socket's send buffer is full
 MAX_CACHED_ADDRESSES = 4096  # per socket, each way between socket addresses and Endpoints
+UDP_SEGMENT, UDP_GRO = 103, 104  # Linux socket options at SOL_UDP (<linux/udp.h>)
+MAX_SEGMENTS = 64  # datagrams per segmented send (the kernel's UDP_MAX_SEGMENTS)
+MAX_SEGMENTED_OCTETS = 65_000  # octets per segmented send, within one IP datagram
+_MAX_COALESCED = 65_535  # octets a coalesced read can hold
+_ANCILLARY_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_NO_OFFLOAD = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 _STREAM, _DATAGRAM = TransportProtocol.STREAM, TransportProtocol.DATAGRAM
 
 
@@ -160,7 +168,17 @@ def _address_text(endpoint: Endpoint) -> tuple[str, int]:
 
 
 class _Interface:
-    """One bound UDP socket: reads datagrams in batches into the core, sends from it."""
+    """One bound UDP socket: reads datagrams in batches into the core, sends from it.
+
+    Where the kernel offers UDP segmentation (Linux: UDP_SEGMENT and UDP_GRO),
+    consecutive datagrams of one service to the same destination, all of one
+    size but the last, leave in one ``sendmsg`` that the kernel cuts into
+    datagrams, and datagrams that arrive so coalesced are cut apart again
+    here: a stream's burst of full-sized segments costs one system call each
+    way instead of one per packet.  The datagrams on the wire are exactly
+    those sent one at a time.  Without the offload, or once a batched send
+    fails for want of it, each datagram is sent alone.
+    """
 
     def __init__(self, stack: SalStack, sock: socket.socket, endpoint: Endpoint) -> None:
         self.stack = stack
@@ -171,14 +189,21 @@ class _Interface:
         self._sources: dict[Any, Endpoint] = {}  # socket address -> Endpoint, parsed once
         self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._loop = stack.loop
+        self.segmenting = stack.segmentation and _enable_coalescing(sock)
+        self._run: list[bytes] = []  # datagrams waiting to leave in one segmented send
+        self._run_to: tuple[str, int] = ("", 0)
+        self._run_size = 0  # the size of every datagram of the run but its last
+        self._run_octets = 0
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
+        if self.segmenting:
+            self._read_coalesced()
+            return
         stack = self.stack
         receive = stack.host.receive_datagram
         recvfrom = self.sock.recvfrom
         local = self.endpoint
-        sources = self._sources
         now = time.time()
         for _ in range(READ_BATCH):
             try:
@@ -188,24 +213,109 @@ class _Interface:
             except OSError:  # an ICMP error reported on the socket
                 stack.counters["receive_errors"] += 1
                 continue
-            source = sources.get(address)
-            if source is None:
-                try:
-                    source = endpoint_of(address[0], address[1])
-                except ValueError:
-                    continue
-                if len(sources) >= MAX_CACHED_ADDRESSES:
-                    sources.clear()
-                sources[address] = source
-            receive(data, source=source, local=local, now=now)
+            source = self._source(address)
+            if source is not None:
+                receive(data, source=source, local=local, now=now)
         stack.service()
 
+    def _read_coalesced(self) -> None:
+        stack = self.stack
+        receive = stack.host.receive_datagram
+        recvmsg = self.sock.recvmsg
+        local = self.endpoint
+        now = time.time()
+        taken = 0
+        while taken < READ_BATCH:
+            try:
+                data, ancillary, _, address = recvmsg(_MAX_COALESCED, _ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                stack.counters["receive_errors"] += 1
+                taken += 1
+                continue
+            source = self._source(address)
+            if source is None:
+                taken += 1
+                continue
+            size = _segment_size(ancillary)
+            if size and size < len(data):
+                stack.counters["coalesced_reads"] += 1
+                for start in range(0, len(data), size):
+                    receive(data[start : start + size], source=source, local=local, now=now)
+                    taken += 1
+            else:
+                receive(data, source=source, local=local, now=now)
+                taken += 1
+        stack.service()
+
+    def _source(self, address: Any) -> Endpoint | None:
+        sources = self._sources
+        source = sources.get(address)
+        if source is None:
+            try:
+                source = endpoint_of(address[0], address[1])
+            except ValueError:
+                return None
+            if len(sources) >= MAX_CACHED_ADDRESSES:
+                sources.clear()
+            sources[address] = source
+        return source
+
     def send(self, data: bytes, destination: Endpoint) -> None:
+        """Send ``data``, or hold it for the segmented send :meth:`flush` makes."""
         address = self._addresses.get(destination)
         if address is None:
             if len(self._addresses) >= MAX_CACHED_ADDRESSES:
                 self._addresses.clear()
             address = self._addresses[destination] = self._socket_address(destination)
+        if not self.segmenting:
+            self._send_one(data, address)
+            return
+        run, size = self._run, len(data)
+        if run and (
+            address != self._run_to
+            or size > self._run_size
+            or len(run[-1]) < self._run_size  # a shorter datagram ends a run
+            or len(run) == MAX_SEGMENTS
+            or self._run_octets + size > MAX_SEGMENTED_OCTETS
+        ):
+            self.flush()
+        if not run:
+            self._run_to, self._run_size, self._run_octets = address, size, 0
+        run.append(data)
+        self._run_octets += size
+
+    def flush(self) -> None:
+        """Send the datagrams :meth:`send` holds: one system call for the whole run."""
+        run = self._run
+        if not run:
+            return
+        address = self._run_to
+        if len(run) == 1 or self._backlog:
+            for data in run:
+                self._send_one(data, address)
+            run.clear()
+            return
+        segment = [(socket.SOL_UDP, UDP_SEGMENT, self._run_size.to_bytes(2, sys.byteorder))]
+        try:
+            self.sock.sendmsg([b"".join(run)], segment, 0, address)
+            self.stack.counters["segmented_sends"] += 1
+        except (BlockingIOError, InterruptedError):
+            for data in run:
+                self._queue(data, address)
+            self._loop.add_writer(self.sock.fileno(), self._on_writable)
+        except OSError as error:
+            if error.errno in _NO_OFFLOAD:  # the path cannot segment: send them alone
+                self.segmenting = False
+                self.stack.counters["segmentation_refused"] += 1
+                for data in run:
+                    self._send_one(data, address)
+            else:
+                self.stack.counters["send_errors"] += 1
+        run.clear()
+
+    def _send_one(self, data: bytes, address: tuple[str, int]) -> None:
         if self._backlog:
             self._queue(data, address)
             return
@@ -247,6 +357,25 @@ class _Interface:
         if self._ipv6 and isinstance(address, ipaddress.IPv4Address):
             return f"::ffff:{address}", endpoint.port  # a dual-stack socket
         return str(address), endpoint.port
+
+
+def _enable_coalescing(sock: socket.socket) -> bool:
+    """Ask the kernel to hand over coalesced datagrams (UDP_GRO); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The size of the datagrams a coalesced read holds (0: one datagram)."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_UDP and kind == UDP_GRO:
+            return int.from_bytes(value[:4], sys.byteorder)
+    return 0
 
 
 def bind_udp(
@@ -838,10 +967,12 @@ class SalStack:
         bound: Iterable[tuple[socket.socket, Endpoint]],
         resolver: Resolver | None,
         log: Log | None,
+        segmentation: bool = True,
     ) -> None:
         self.loop = loop
         self.host = host
         self.resolver = resolver
+        self.segmentation = segmentation
         self.counters: Counter[str] = Counter()
         self._log = log
         self._interfaces = {endpoint: _Interface(self, sock, endpoint) for sock, endpoint in bound}
@@ -879,11 +1010,14 @@ class SalStack:
         config: HostConfig | None = None,
         rules: Iterable[Rule] = (),
         log: Log | None = None,
+        segmentation: bool = True,
     ) -> SalStack:
         """Bind a UDP socket per interface (port 0 picks one) and start the core on them.
 
         With a ``resolver`` the stack installs a default DELAY rule (SAL-TBL-18)
         and registers what it binds (Section 5.6.4); ``rules`` are installed too.
+        ``segmentation=False`` sends and reads every datagram alone even where
+        the kernel could batch them (:class:`_Interface`).
         """
         if not interfaces:
             raise LocalProtocolError("a stack needs at least one interface")
@@ -898,7 +1032,7 @@ class SalStack:
         now = time.time()
         rng = random.SystemRandom()  # SAL-FLOW-2, SAL-CONN-1, SAL-TBL-8
         host = Host([endpoint for _, endpoint in bound], rng=rng, now=now, config=config)
-        stack = cls(asyncio.get_running_loop(), host, bound, resolver, log)
+        stack = cls(asyncio.get_running_loop(), host, bound, resolver, log, segmentation)
         if resolver is not None:
             host.table.add(Rule.delay(), now)
         for rule in rules:
@@ -1158,6 +1292,8 @@ class SalStack:
                     self.counters["send_errors"] += 1  # an endpoint given up
                 else:
                     interface.send(outgoing.data, outgoing.destination)
+            for interface in interfaces.values():
+                interface.flush()
         finally:
             self._servicing = False
         self._arm(host.get_timer())

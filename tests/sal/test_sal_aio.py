@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
+from ref.sal import aio
 from ref.sal.aio import (
     SalStack,
     ServiceUnreachable,
@@ -615,3 +618,144 @@ def test_cancelled_connect_leaves_no_flow() -> None:
                 silent.close()
 
     run(main())
+
+
+# --- segmentation offload (UDP_SEGMENT / UDP_GRO) ------------------------------------------
+
+
+def offload_available() -> bool:
+    """Whether this kernel batches UDP datagrams: both socket options and one segmented send."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+    ):
+        try:
+            b.bind(("127.0.0.1", 0))
+            b.setsockopt(socket.SOL_UDP, aio.UDP_GRO, 1)
+            size = (100).to_bytes(2, sys.byteorder)
+            a.sendmsg([bytes(200)], [(socket.SOL_UDP, aio.UDP_SEGMENT, size)], 0, b.getsockname())
+        except (OSError, AttributeError):
+            return False
+    return True
+
+
+needs_offload = pytest.mark.skipif(
+    not offload_available(), reason="the kernel does not batch UDP (UDP_SEGMENT, UDP_GRO)"
+)
+
+
+async def transfer(segmentation: bool, size: int = 1 << 20) -> tuple[SalStack, SalStack, int]:
+    """A digest-checked transfer of ``size`` octets.
+
+    Returns the two stacks, closed, for their counters, and how many segments
+    the sender retransmitted.
+    """
+    server_stack = await SalStack.start(segmentation=segmentation)
+    client_stack = await SalStack.start(segmentation=segmentation)
+    try:
+        await start_server(digest_server, ECHO, stack=server_stack)
+        client_stack.add_route(ECHO, server_stack.endpoints[0])
+        reader, writer = await open_connection(ECHO, stack=client_stack)
+        data = payload(size)
+        await send_all(writer, data)
+        answer = await reader.readexactly(40)
+        assert int.from_bytes(answer[:8], "big") == len(data)
+        assert answer[8:] == hashlib.sha256(data).digest()
+        stream = client_stack.host.flows[writer.get_extra_info("flow_id")].stream
+        assert stream is not None
+        retransmitted = stream.retransmissions + stream.fast_retransmits
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        for stack in (server_stack, client_stack):
+            stack.close()
+            await stack.wait_closed()
+    return server_stack, client_stack, retransmitted
+
+
+@needs_offload
+def test_a_burst_leaves_in_segmented_sends_and_arrives_whole() -> None:
+    server_stack, client_stack, _ = run(transfer(segmentation=True))
+    assert client_stack.counters["segmented_sends"] > 0
+    assert server_stack.counters["coalesced_reads"] > 0
+    assert not client_stack.counters["segmentation_refused"]
+
+
+def test_without_segmentation_every_datagram_goes_alone() -> None:
+    server_stack, client_stack, _ = run(transfer(segmentation=False))
+    for stack in (server_stack, client_stack):
+        assert not stack.counters["segmented_sends"]
+        assert not stack.counters["coalesced_reads"]
+
+
+@needs_offload
+def test_a_segmented_send_puts_the_same_datagrams_on_the_wire() -> None:
+    """Runs break at another destination and after a shorter datagram; the order is kept."""
+
+    async def main() -> None:
+        async with stacks(*loopback(1)) as (stack,):
+            plain = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+            try:
+                for sock in plain:
+                    sock.bind(("127.0.0.1", 0))
+                    sock.settimeout(5)
+                first, second = (aio.endpoint_of(*sock.getsockname()) for sock in plain)
+                interface = next(iter(stack._interfaces.values()))
+                sent = [
+                    (bytes([1]) * 300, first),
+                    (bytes([2]) * 300, first),
+                    (bytes([3]) * 120, first),  # shorter: ends the run
+                    (bytes([4]) * 300, first),
+                    (bytes([5]) * 300, second),  # another destination
+                    (bytes([6]) * 300, second),
+                    (bytes([7]) * 400, second),  # longer than the run's size
+                ]
+                for data, destination in sent:
+                    interface.send(data, destination)
+                interface.flush()
+                for sock, destination in zip(plain, (first, second), strict=True):
+                    expected = [data for data, to in sent if to == destination]
+                    assert [sock.recv(65536) for _ in expected] == expected
+                # [1, 2, 3] and [5, 6] leave segmented; 4 and 7 alone
+                assert stack.counters["segmented_sends"] == 2
+            finally:
+                for sock in plain:
+                    sock.close()
+
+    run(main())
+
+
+@needs_offload
+def test_a_path_that_cannot_segment_falls_back_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EIO, "no segmentation offload on this path")
+
+    async def main() -> tuple[SalStack, SalStack, int]:
+        original = SalStack.start
+
+        async def start(*args: Any, **kwargs: Any) -> SalStack:
+            stack = await original(*args, **kwargs)
+            for interface in stack._interfaces.values():
+                interface.sock = RefusingSocket(interface.sock, refuse)
+            return stack
+
+        monkeypatch.setattr(SalStack, "start", start)
+        return await transfer(segmentation=True, size=256 << 10)
+
+    _, client_stack, retransmitted = run(main())
+    assert client_stack.counters["segmentation_refused"] == 1
+    assert not client_stack.counters["segmented_sends"]
+    assert retransmitted == 0  # the refused run went out datagram by datagram at once
+
+
+class RefusingSocket:
+    """A socket whose ``sendmsg`` fails as a path without segmentation offload does."""
+
+    def __init__(self, sock: socket.socket, sendmsg: Any) -> None:
+        self._sock = sock
+        self.sendmsg = sendmsg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
