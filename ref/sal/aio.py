@@ -19,6 +19,10 @@ Sockets are read with ``loop.add_reader`` rather than a datagram transport so
 that one readiness callback takes up to :data:`READ_BATCH` datagrams and the
 core is serviced once for all of them (a datagram transport reads one per
 turn of the loop).  This needs a selector event loop (the default on Unix).
+Where Linux offers UDP segmentation offload, a service's datagrams to one
+destination leave in as few ``sendmsg`` calls as the kernel allows and
+arrive coalesced, cut apart here (:class:`_Interface`); the datagrams on the
+wire are the same.  ``SalStack.start(..., segmentation=False)`` turns it off.
 
 Applications see asyncio's own objects.  A stream flow is an
 :class:`asyncio.Transport` (:class:`SalTransport`) under any protocol, so
@@ -204,6 +208,7 @@ class _Interface:
         receive = stack.host.receive_datagram
         recvfrom = self.sock.recvfrom
         local = self.endpoint
+        sources = self._sources
         now = time.time()
         for _ in range(READ_BATCH):
             try:
@@ -213,7 +218,7 @@ class _Interface:
             except OSError:  # an ICMP error reported on the socket
                 stack.counters["receive_errors"] += 1
                 continue
-            source = self._source(address)
+            source = sources.get(address) or self._source(address)
             if source is not None:
                 receive(data, source=source, local=local, now=now)
         stack.service()
@@ -223,6 +228,7 @@ class _Interface:
         receive = stack.host.receive_datagram
         recvmsg = self.sock.recvmsg
         local = self.endpoint
+        sources = self._sources
         now = time.time()
         taken = 0
         while taken < READ_BATCH:
@@ -234,32 +240,29 @@ class _Interface:
                 stack.counters["receive_errors"] += 1
                 taken += 1
                 continue
-            source = self._source(address)
+            taken += 1
+            source = sources.get(address) or self._source(address)
             if source is None:
-                taken += 1
                 continue
-            size = _segment_size(ancillary)
-            if size and size < len(data):
+            size = _segment_size(ancillary) if ancillary else 0
+            if 0 < size < len(data):
                 stack.counters["coalesced_reads"] += 1
                 for start in range(0, len(data), size):
                     receive(data[start : start + size], source=source, local=local, now=now)
-                    taken += 1
+                taken += len(data) // size
             else:
                 receive(data, source=source, local=local, now=now)
-                taken += 1
         stack.service()
 
     def _source(self, address: Any) -> Endpoint | None:
-        sources = self._sources
-        source = sources.get(address)
-        if source is None:
-            try:
-                source = endpoint_of(address[0], address[1])
-            except ValueError:
-                return None
-            if len(sources) >= MAX_CACHED_ADDRESSES:
-                sources.clear()
-            sources[address] = source
+        """The endpoint of a socket address not seen before (None: not an IP address)."""
+        try:
+            source = endpoint_of(address[0], address[1])
+        except ValueError:
+            return None
+        if len(self._sources) >= MAX_CACHED_ADDRESSES:
+            self._sources.clear()
+        self._sources[address] = source
         return source
 
     def send(self, data: bytes, destination: Endpoint) -> None:
