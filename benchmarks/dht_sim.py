@@ -14,7 +14,9 @@ throughout:
   stable base of r + 1 nodes (DHT-RING-4): lookup success, records kept,
   and maintenance traffic against Bamboo's 900 B/s per node.
 - ``scale``: wall time to simulate 10,000 nodes, extrapolated to an hour of
-  virtual time (or measured, with ``--full-hour``).
+  virtual time (or measured, with ``--full-hour``).  The ring runs on one
+  worker process per core, two at most (``ref.chord.shardsim``; ``--shards 1``
+  for the one-process simulator).
 
 Prints progress and a table, writes ``benchmarks/results/dht_sim.json``,
 PNG plots and ``dht_sim.html`` beside it (``*_quick`` files with ``--quick``).
@@ -1169,8 +1171,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="scale: simulate the whole hour instead of extrapolating")
     parser.add_argument("--churn-minutes", type=float, help="virtual minutes of churn")
     parser.add_argument("--scale-seconds", type=float, help="virtual seconds of the scale run")
-    parser.add_argument("--shards", type=int, default=1,
-                        help="scale: worker processes, each simulating a range of the ring")
+    parser.add_argument("--shards", type=int, default=min(2, os.cpu_count() or 1),
+                        help="scale: worker processes, each simulating a range of the ring"
+                        " (default: one per core, at most 2); 1 runs the one-process"
+                        " simulator")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the results")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
