@@ -175,8 +175,8 @@ class _Interface:
     """One bound UDP socket: reads datagrams in batches into the core, sends from it.
 
     Where the kernel offers UDP segmentation (Linux: UDP_SEGMENT and UDP_GRO),
-    consecutive datagrams of one service to the same destination, all of one
-    size but the last, leave in one ``sendmsg`` that the kernel cuts into
+    consecutive datagrams to the same destination, all of one size but the
+    last, leave in one ``sendmsg`` that the kernel cuts into
     datagrams, and datagrams that arrive so coalesced are cut apart again
     here: a stream's burst of full-sized segments costs one system call each
     way instead of one per packet.  The datagrams on the wire are exactly
@@ -193,7 +193,10 @@ class _Interface:
         self._sources: dict[Any, Endpoint] = {}  # socket address -> Endpoint, parsed once
         self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._loop = stack.loop
-        self.segmenting = stack.segmentation and _enable_coalescing(sock)
+        # Reads honour coalescing for the socket's life once it is asked for; sends may
+        # stop segmenting (a path that refuses it) while peers still send runs.
+        self.coalescing = stack.segmentation and _enable_coalescing(sock)
+        self.segmenting = self.coalescing
         self._run: list[bytes] = []  # datagrams waiting to leave in one segmented send
         self._run_to: tuple[str, int] = ("", 0)
         self._run_size = 0  # the size of every datagram of the run but its last
@@ -201,7 +204,7 @@ class _Interface:
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        if self.segmenting:
+        if self.coalescing:
             self._read_coalesced()
             return
         stack = self.stack

@@ -750,6 +750,29 @@ def test_a_path_that_cannot_segment_falls_back_and_loses_nothing(
     assert retransmitted == 0  # the refused run went out datagram by datagram at once
 
 
+@needs_offload
+def test_a_host_that_stopped_segmenting_still_cuts_apart_what_it_receives() -> None:
+    """The client no longer segments its own sends; the echo server's runs still arrive."""
+
+    async def main() -> None:
+        async with stacks(*loopback()) as (server_stack, client_stack):
+            for interface in client_stack._interfaces.values():
+                interface.segmenting = False  # as after a refused run (the test above)
+            await start_server(echo, ECHO, stack=server_stack)
+            client_stack.add_route(ECHO, server_stack.endpoints[0])
+            reader, writer = await open_connection(ECHO, stack=client_stack)
+            data = payload(256 << 10)
+            await send_all(writer, data)
+            assert await reader.readexactly(len(data)) == data
+            writer.close()
+            await writer.wait_closed()
+            assert server_stack.counters["segmented_sends"] > 0
+            assert client_stack.counters["coalesced_reads"] > 0
+            assert not client_stack.counters["segmented_sends"]
+
+    run(main())
+
+
 class RefusingSocket:
     """A socket whose ``sendmsg`` fails as a path without segmentation offload does."""
 
