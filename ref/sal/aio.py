@@ -114,7 +114,7 @@ MAX_CACHED_ADDRESSES = 4096  # per socket, each way between socket addresses and
 UDP_SEGMENT, UDP_GRO = 103, 104  # Linux socket options at SOL_UDP (<linux/udp.h>)
 MAX_SEGMENTS = 64  # datagrams per segmented send (the kernel's UDP_MAX_SEGMENTS)
 MAX_SEGMENTED_OCTETS = 65_000  # octets per segmented send, within one IP datagram
-_MAX_COALESCED = 65_535  # octets a coalesced read can hold
+_MAX_COALESCED = 65_535  # octets one read takes: a datagram, or a coalesced run
 _ANCILLARY_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _NO_OFFLOAD = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 _STREAM, _DATAGRAM = TransportProtocol.STREAM, TransportProtocol.DATAGRAM
@@ -200,55 +200,34 @@ class _Interface:
         self._run: list[bytes] = []  # datagrams waiting to leave in one segmented send
         self._run_to: tuple[str, int] = ("", 0)
         self._run_size = 0  # the size of every datagram of the run but its last
-        self._run_octets = 0
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        if self.coalescing:
-            self._read_coalesced()
-            return
         stack = self.stack
         receive = stack.host.receive_datagram
-        recvfrom = self.sock.recvfrom
+        recvfrom, recvmsg = self.sock.recvfrom, self.sock.recvmsg
+        coalescing = self.coalescing
         local = self.endpoint
         sources = self._sources
         now = time.time()
-        for _ in range(READ_BATCH):
+        taken = 0
+        while taken < READ_BATCH:
+            taken += 1
             try:
-                data, address = recvfrom(65536)
+                if coalescing:
+                    data, ancillary, _, address = recvmsg(_MAX_COALESCED, _ANCILLARY_SPACE)
+                else:
+                    (data, address), ancillary = recvfrom(_MAX_COALESCED), None
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # an ICMP error reported on the socket
                 stack.counters["receive_errors"] += 1
                 continue
             source = sources.get(address) or self._source(address)
-            if source is not None:
-                receive(data, source=source, local=local, now=now)
-        stack.service()
-
-    def _read_coalesced(self) -> None:
-        stack = self.stack
-        receive = stack.host.receive_datagram
-        recvmsg = self.sock.recvmsg
-        local = self.endpoint
-        sources = self._sources
-        now = time.time()
-        taken = 0
-        while taken < READ_BATCH:
-            try:
-                data, ancillary, _, address = recvmsg(_MAX_COALESCED, _ANCILLARY_SPACE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                stack.counters["receive_errors"] += 1
-                taken += 1
-                continue
-            taken += 1
-            source = sources.get(address) or self._source(address)
             if source is None:
                 continue
             size = _segment_size(ancillary) if ancillary else 0
-            if 0 < size < len(data):
+            if 0 < size < len(data):  # a coalesced run: cut it apart
                 stack.counters["coalesced_reads"] += 1
                 for start in range(0, len(data), size):
                     receive(data[start : start + size], source=source, local=local, now=now)
@@ -284,13 +263,12 @@ class _Interface:
             or size > self._run_size
             or len(run[-1]) < self._run_size  # a shorter datagram ends a run
             or len(run) == MAX_SEGMENTS
-            or self._run_octets + size > MAX_SEGMENTED_OCTETS
+            or len(run) * self._run_size + size > MAX_SEGMENTED_OCTETS
         ):
             self.flush()
         if not run:
-            self._run_to, self._run_size, self._run_octets = address, size, 0
+            self._run_to, self._run_size = address, size
         run.append(data)
-        self._run_octets += size
 
     def flush(self) -> None:
         """Send the datagrams :meth:`send` holds: one system call for the whole run."""

@@ -103,6 +103,35 @@ async def send_all(writer: asyncio.StreamWriter, data: bytes, chunk: int = 65536
     writer.write_eof()
 
 
+async def transfer(segmentation: bool, size: int = 1 << 20) -> tuple[SalStack, SalStack, int]:
+    """A digest-checked transfer of ``size`` octets.
+
+    Returns the two stacks, closed, for their counters, and how many segments
+    the sender retransmitted.
+    """
+    server_stack = await SalStack.start(segmentation=segmentation)
+    client_stack = await SalStack.start(segmentation=segmentation)
+    try:
+        await start_server(digest_server, ECHO, stack=server_stack)
+        client_stack.add_route(ECHO, server_stack.endpoints[0])
+        reader, writer = await open_connection(ECHO, stack=client_stack)
+        data = payload(size)
+        await send_all(writer, data)
+        answer = await reader.readexactly(40)
+        assert int.from_bytes(answer[:8], "big") == len(data)
+        assert answer[8:] == hashlib.sha256(data).digest()
+        stream = client_stack.host.flows[writer.get_extra_info("flow_id")].stream
+        assert stream is not None
+        retransmitted = stream.retransmissions + stream.fast_retransmits
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        for stack in (server_stack, client_stack):
+            stack.close()
+            await stack.wait_closed()
+    return server_stack, client_stack, retransmitted
+
+
 # --- streams by name -----------------------------------------------------------------------
 
 
@@ -373,20 +402,7 @@ def test_closing_without_reading_lets_a_blocked_sender_finish() -> None:
 
 
 def test_large_transfer_arrives_complete_and_in_order_sal_stream_12() -> None:
-    async def main() -> None:
-        async with stacks(*loopback()) as (server_stack, client_stack):
-            await start_server(digest_server, ECHO, stack=server_stack)
-            client_stack.add_route(ECHO, server_stack.endpoints[0])
-            reader, writer = await open_connection(ECHO, stack=client_stack)
-            data = payload(4 << 20)
-            await send_all(writer, data)
-            answer = await reader.readexactly(40)
-            assert int.from_bytes(answer[:8], "big") == len(data)
-            assert answer[8:] == hashlib.sha256(data).digest()
-            writer.close()
-            await writer.wait_closed()
-
-    run(main())
+    run(transfer(segmentation=True, size=4 << 20))
 
 
 def test_custom_protocol_on_a_sal_transport() -> None:
@@ -644,35 +660,6 @@ needs_offload = pytest.mark.skipif(
 )
 
 
-async def transfer(segmentation: bool, size: int = 1 << 20) -> tuple[SalStack, SalStack, int]:
-    """A digest-checked transfer of ``size`` octets.
-
-    Returns the two stacks, closed, for their counters, and how many segments
-    the sender retransmitted.
-    """
-    server_stack = await SalStack.start(segmentation=segmentation)
-    client_stack = await SalStack.start(segmentation=segmentation)
-    try:
-        await start_server(digest_server, ECHO, stack=server_stack)
-        client_stack.add_route(ECHO, server_stack.endpoints[0])
-        reader, writer = await open_connection(ECHO, stack=client_stack)
-        data = payload(size)
-        await send_all(writer, data)
-        answer = await reader.readexactly(40)
-        assert int.from_bytes(answer[:8], "big") == len(data)
-        assert answer[8:] == hashlib.sha256(data).digest()
-        stream = client_stack.host.flows[writer.get_extra_info("flow_id")].stream
-        assert stream is not None
-        retransmitted = stream.retransmissions + stream.fast_retransmits
-        writer.close()
-        await writer.wait_closed()
-    finally:
-        for stack in (server_stack, client_stack):
-            stack.close()
-            await stack.wait_closed()
-    return server_stack, client_stack, retransmitted
-
-
 @needs_offload
 def test_a_burst_leaves_in_segmented_sends_and_arrives_whole() -> None:
     server_stack, client_stack, _ = run(transfer(segmentation=True))
@@ -721,6 +708,29 @@ def test_a_segmented_send_puts_the_same_datagrams_on_the_wire() -> None:
             finally:
                 for sock in plain:
                     sock.close()
+
+    run(main())
+
+
+@needs_offload
+def test_a_run_stops_at_the_size_of_one_ip_datagram() -> None:
+    """60 datagrams of 1,300 octets (78,000) leave in two sends: 50 (65,000 octets), then 10."""
+
+    async def main() -> None:
+        async with stacks(*loopback(1)) as (stack,):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+                plain.bind(("127.0.0.1", 0))
+                plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                plain.settimeout(5)
+                destination = aio.endpoint_of(*plain.getsockname())
+                interface = next(iter(stack._interfaces.values()))
+                sent = [bytes([n]) * 1300 for n in range(60)]
+                for data in sent:
+                    interface.send(data, destination)
+                interface.flush()
+                assert [plain.recv(65536) for _ in sent] == sent
+                assert stack.counters["segmented_sends"] == 2
+                assert not stack.counters["send_errors"]
 
     run(main())
 
